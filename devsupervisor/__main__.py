@@ -1,0 +1,5 @@
+"""`python -m devsupervisor` is the same as the `devsup` console script."""
+
+from devsupervisor.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The Unix-socket control interface: protocol, server, client and the command table."""

@@ -1,0 +1,3 @@
+module example.com/platform-services
+
+go 1.19

@@ -1,11 +1,14 @@
 // Command platform is the example platform monolith that devsup supervises.
 // It serves /healthz and /version on PLATFORM_ADDR and exits cleanly on SIGTERM.
+// `platform -healthcheck` exits 0 when the server on PLATFORM_ADDR's port answers /healthz with
+// 200: a scratch image has no curl, so the container healthcheck runs the binary itself.
 package main
 
 import (
 	"context"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -20,6 +23,9 @@ func main() {
 	addr := os.Getenv("PLATFORM_ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:8080"
+	}
+	if len(os.Args) > 1 && os.Args[1] == "-healthcheck" {
+		os.Exit(healthcheck(addr))
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -45,4 +51,25 @@ func main() {
 		log.Fatalf("listen: %v", err)
 	}
 	log.Printf("stopped")
+}
+
+// healthcheck probes the local server; the timeout keeps a hung server within one health interval.
+func healthcheck(addr string) int {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		log.Printf("bad PLATFORM_ADDR %q: %v", addr, err)
+		return 1
+	}
+	client := http.Client{Timeout: 800 * time.Millisecond}
+	resp, err := client.Get("http://127.0.0.1:" + port + "/healthz")
+	if err != nil {
+		log.Printf("healthcheck: %v", err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		log.Printf("healthcheck: status %d", resp.StatusCode)
+		return 1
+	}
+	return 0
 }

@@ -1,0 +1,185 @@
+"""Fan-out of events and log lines to any number of followers (`devsup logs -f`, `events -f`).
+
+`publish()` is synchronous and never waits: it is called from the event loop by whatever produces
+lines, and a follower that stops reading (a stalled terminal, a suspended `less`) must not stall
+the daemon. Each subscriber has a bounded queue; when it is full, new items are counted instead of
+queued, and the subscriber receives one marker item saying how many it missed once it catches up.
+A ring buffer of recent items serves `logs -n N` and the backlog a new follower starts with.
+
+Loop-only: no locks, because only the event loop touches these objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+# Enough for a screenful of `logs -n` and a follower's catch-up after a build's burst of output.
+DEFAULT_HISTORY = 1000
+# Per follower: a burst of a few hundred lines passes while the client's socket is busy.
+DEFAULT_QUEUE = 1000
+
+
+def drop_marker(count: int) -> dict[str, Any]:
+    """The marker for dict streams: an event record in the shape of PRODUCT.md's events."""
+    return {
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "event": "stream.dropped",
+        "level": "warning",
+        "dropped": count,
+    }
+
+
+class Subscription(Generic[T]):
+    """One follower's view: an async iterator over the items published after it subscribed.
+
+    Iteration ends after `Broadcaster.close()` (once the queued items are delivered) or after
+    `close()` here (at once). Use as an async context manager, or call `close()`, to unsubscribe.
+    """
+
+    def __init__(
+        self,
+        owner: Broadcaster[T],
+        maxsize: int,
+        marker: Callable[[int], T],
+        backlog: list[T],
+    ) -> None:
+        self._owner = owner
+        self._maxsize = maxsize
+        self._marker = marker
+        self._items: deque[T] = deque(backlog)
+        self._dropped = 0
+        self._wakeup = asyncio.Event()
+        self._finished = False  # the broadcaster ended: deliver what is queued, then stop
+        self._closed = False  # the follower left: stop now
+
+    @property
+    def pending(self) -> int:
+        """Items queued and not yet taken (never more than maxsize)."""
+        return len(self._items)
+
+    @property
+    def dropped(self) -> int:
+        """Items missed since the last marker was delivered."""
+        return self._dropped
+
+    def offer(self, item: T) -> None:
+        """Queue `item`, or count it as dropped when the queue is full. Never blocks."""
+        if self._closed or self._finished:
+            return
+        if self._dropped and len(self._items) < self._maxsize:
+            # Room again: the marker goes where the gap is, before the newer item.
+            self._items.append(self._marker(self._dropped))
+            self._dropped = 0
+        if len(self._items) < self._maxsize:
+            self._items.append(item)
+        else:
+            self._dropped += 1
+        self._wakeup.set()
+
+    def finish(self) -> None:
+        """End iteration after the queued items (the producer is going away)."""
+        self._finished = True
+        self._wakeup.set()
+
+    def close(self) -> None:
+        """Unsubscribe and end iteration now. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._items.clear()
+        self._owner.discard(self)
+        self._wakeup.set()
+
+    async def aclose(self) -> None:
+        """Async spelling of `close()`, so the server can close any async iterator the same way."""
+        self.close()
+
+    def __aiter__(self) -> Subscription[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._items:
+                return self._items.popleft()
+            if self._dropped:
+                # Caught up after a gap with nothing newer published: say so now.
+                count, self._dropped = self._dropped, 0
+                return self._marker(count)
+            if self._finished:
+                self.close()
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def __aenter__(self) -> Subscription[T]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Broadcaster(Generic[T]):
+    """Publish items to every current subscriber and remember the last `history` of them.
+
+    Args:
+        marker: builds the item that tells a subscriber how many items it missed
+            (`drop_marker` for dict streams).
+        history: how many recent items `recent()` can return.
+    """
+
+    def __init__(self, marker: Callable[[int], T], history: int = DEFAULT_HISTORY) -> None:
+        self._marker = marker
+        self._recent: deque[T] = deque(maxlen=history)
+        self._subscribers: set[Subscription[T]] = set()
+        self._closed = False
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, item: T) -> None:
+        """Record `item` and offer it to every subscriber. Synchronous; never blocks."""
+        self._recent.append(item)
+        for subscription in list(self._subscribers):
+            subscription.offer(item)
+
+    def recent(self, n: int | None = None) -> list[T]:
+        """The last `n` items (all remembered ones when `n` is None), oldest first."""
+        if n is None:
+            return list(self._recent)
+        if n <= 0:
+            return []
+        return list(self._recent)[-n:]
+
+    def subscribe(self, maxsize: int = DEFAULT_QUEUE, backlog: int = 0) -> Subscription[T]:
+        """A new follower that first receives the last `backlog` items, then every new one.
+
+        Taking the backlog and subscribing happen in one step, so nothing is missed or repeated
+        between them. The backlog is capped at `maxsize` so the bound holds from the start.
+        """
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        subscription = Subscription(self, maxsize, self._marker, self.recent(min(backlog, maxsize)))
+        if self._closed:
+            subscription.finish()
+        else:
+            self._subscribers.add(subscription)
+        return subscription
+
+    def discard(self, subscription: Subscription[T]) -> None:
+        """Forget a subscription (called by `Subscription.close`)."""
+        self._subscribers.discard(subscription)
+
+    def close(self) -> None:
+        """End every subscription once it has delivered what it holds (daemon stopping)."""
+        self._closed = True
+        for subscription in list(self._subscribers):
+            subscription.finish()

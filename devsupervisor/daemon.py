@@ -1,0 +1,411 @@
+"""The daemon: wires config, watcher, platform, control socket and systemd notify together.
+
+Concurrency model
+-----------------
+One asyncio event loop owns all state. Nothing else mutates it.
+- The watchdog observer thread hashes changed files and hands verified changes to the loop with
+  `loop.call_soon_threadsafe` (see `watch.py`); the docker events thread does the same.
+- Blocking calls (psutil tree walks, the docker SDK, the initial hash scan) run through
+  `asyncio.to_thread`; subprocesses (builds, the platform, `docker compose`) are asyncio
+  subprocesses.
+- Signal handlers only record the signal in a queue; a loop task acts on it
+  (`handle_sigterm`, `handle_sigint`), so tests can deliver a "signal" without sending one.
+- One stop event (`should_exit`) ends everything: `run()` waits on it, then shuts down in order
+  (platform, watcher, stack when `on_exit: down`, socket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from devsupervisor import __version__, logs, paths, statefile
+from devsupervisor.broadcast import Broadcaster, drop_marker
+from devsupervisor.config.model import Config
+from devsupervisor.control.commands import dispatcher
+from devsupervisor.control.server import ControlServer
+from devsupervisor.errors import OperationFailed, UsageError
+from devsupervisor.notify import Notifier, run_watchdog
+from devsupervisor.platform.binary import BinaryTarget
+from devsupervisor.platform.supervisor import PlatformSupervisor
+from devsupervisor.platform.target import PlatformTarget
+from devsupervisor.process import ProcessIdentity, stop_tree
+from devsupervisor.states import STACK_EDGES, StackState, transition
+from devsupervisor.watch import SourceWatcher
+
+log = logs.get_logger()
+
+# Event names that `devsup events` streams: the supervisor's decisions, not its chatter.
+EVENT_PREFIXES = ("change.", "build.", "platform.", "service.", "stack.", "config.", "docker.",
+                  "daemon.")
+# Platform output is a log stream of its own, not an event.
+OUTPUT_EVENT = "platform.output"
+
+
+class Daemon:
+    """One supervisor for one project. Construct, then `await run()`."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        stack: str | None = None,
+        console: TextIO | None = sys.stderr,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.project = config.project
+        self.socket_path = paths.socket_path(config.project)
+        self.state_path = paths.state_file(config.project)
+        self.log_path = paths.log_file(config.project)
+        self._requested_stack = stack
+        self._console = console
+        self.notifier = notifier or Notifier.from_env()
+        self.should_exit = asyncio.Event()
+        self.events: Broadcaster[dict[str, Any]] = Broadcaster(drop_marker)
+        self.logs: dict[str, Broadcaster[dict[str, Any]]] = {
+            "devsup": Broadcaster(drop_marker),
+            "platform": Broadcaster(drop_marker),
+        }
+        self.saved = statefile.load(self.state_path)
+        self.stack_name = self._initial_stack()
+        self.stack_state = StackState.STARTING
+        self.config_error: str | None = None
+        self.down_on_exit = config.on_exit == "down"
+        self._started = time.monotonic()
+        self._signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
+        self._server = ControlServer(self.socket_path, dispatcher(self))
+        self._watcher: SourceWatcher | None = None
+        self._targets: dict[str, PlatformTarget] = {}
+        self.platform: PlatformSupervisor | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _initial_stack(self) -> str:
+        if self._requested_stack is not None:
+            if self._requested_stack not in self.config.stacks:
+                raise UsageError(
+                    f"--stack {self._requested_stack}: no such stack in {self.config.source}"
+                    f" (stacks: {', '.join(self.config.stacks)})"
+                )
+            return self._requested_stack
+        if self.saved.stack in self.config.stacks:
+            return self.saved.stack
+        return self.config.default_stack
+
+    # -- logging taps -----------------------------------------------------------------------
+
+    def _tap(self, record: dict[str, Any]) -> None:
+        name = str(record.get("event", ""))
+        if name == OUTPUT_EVENT:
+            source = str(record.get("source", "platform"))
+            line = {"ts": record.get("ts"), "source": source, "line": record.get("line", "")}
+            self.logs.setdefault(source, Broadcaster(drop_marker)).publish(line)
+            return
+        self.logs["devsup"].publish(record)
+        if name.startswith(EVENT_PREFIXES):
+            self.events.publish(record)
+
+    def _platform_output(self, line: str) -> None:
+        log.info(OUTPUT_EVENT, source="platform", line=line)
+
+    def _build_output(self, line: str) -> None:
+        log.debug("build.output", line=line)
+
+    # -- run --------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until stopped. Returns the process exit code.
+
+        Raises:
+            AlreadyRunning: another daemon serves this project.
+        """
+        logs.configure(self.log_path, console=self._console, taps=[self._tap])
+        await self._server.start()
+        try:
+            self._install_signal_handlers()
+            self._spawn(self._handle_signals())
+            self._spawn(run_watchdog(self.notifier, self.should_exit))
+            log.info(
+                "daemon.started", pid=os.getpid(), version=__version__, project=self.project,
+                stack=self.stack_name, socket=str(self.socket_path), log_file=str(self.log_path),
+                config=str(self.config.source),
+            )
+            await self._stop_previous_platform()
+            await self._start_watcher()
+            self._spawn(self._enter_initial_stack())
+            await self.should_exit.wait()
+            await self._shutdown()
+        finally:
+            await self._server.close()
+            self._remove_signal_handlers()
+            for task in self._tasks:
+                task.cancel()
+        return 0
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _enter_initial_stack(self) -> None:
+        ok = await self.enter_stack(self.stack_name)
+        self.notifier.ready(self.summary())
+        log.info("daemon.ready", stack=self.stack_name, ok=ok)
+
+    async def _shutdown(self) -> None:
+        self._set_stack_state(StackState.STOPPING)
+        log.info("daemon.stopping", down=self.down_on_exit)
+        self.notifier.stopping("stopping")
+        if self.platform is not None:
+            await self.platform.stop()
+        if self._watcher is not None:
+            await asyncio.to_thread(self._watcher.stop)
+        self._save_state()
+        log.info("daemon.stopped")
+
+    def request_stop(self, *, down: bool = False) -> None:
+        """Ask the loop to shut down (from a command or a signal)."""
+        self.down_on_exit = self.down_on_exit or down
+        self.should_exit.set()
+
+    # -- signals: handlers record, the loop acts ---------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._signals.put_nowait, sig)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+    async def _handle_signals(self) -> None:
+        while True:
+            sig = await self._signals.get()
+            getattr(self, f"handle_{sig.name.lower()}")()
+
+    def deliver_signal(self, sig: signal.Signals) -> None:
+        """Queue a signal as if the OS had delivered it (tests, and the handlers themselves)."""
+        self._signals.put_nowait(sig)
+
+    def handle_sigterm(self) -> None:
+        log.info("daemon.signal", signal="SIGTERM")
+        self.request_stop()
+
+    def handle_sigint(self) -> None:
+        log.info("daemon.signal", signal="SIGINT")
+        self.request_stop()
+
+    # -- platform ---------------------------------------------------------------------------
+
+    def _binary_target(self) -> BinaryTarget:
+        binary = self.config.platform.binary
+        assert binary is not None, "config validation requires platform.binary for binary stacks"
+        return BinaryTarget(binary, on_output=self._platform_output)
+
+    def _target_for(self, mode: str) -> PlatformTarget:
+        if mode not in self._targets:
+            if mode == "binary":
+                self._targets[mode] = self._binary_target()
+            else:
+                raise UsageError(f"platform mode {mode!r} is not supported yet")
+        return self._targets[mode]
+
+    def _build_outputs(self) -> list[Path]:
+        """Files the build writes: never a reason to build again (no feedback loop)."""
+        binary = self.config.platform.binary
+        if binary is None:
+            return []
+        outputs: list[Path] = []
+        argv = shlex.split(binary.run)
+        if argv and "/" in argv[0]:
+            outputs.append((binary.workdir / argv[0]).resolve())
+        build = shlex.split(binary.build)
+        for flag, value in zip(build, build[1:], strict=False):
+            if flag == "-o":
+                outputs.append((binary.workdir / value).resolve())
+        return outputs
+
+    async def _start_watcher(self) -> None:
+        watch = self.config.platform.watch
+        self._watcher = SourceWatcher(
+            watch.paths, watch.include, watch.ignore,
+            on_change=self._on_source_change, loop=asyncio.get_running_loop(),
+            extra_ignored=self._build_outputs(),
+        )
+        await asyncio.to_thread(self._watcher.start)
+
+    def _on_source_change(self, changed: frozenset[Path]) -> None:
+        if self.platform is not None:
+            self.platform.on_changes(changed)
+
+    def _fingerprint(self) -> str:
+        return self._watcher.fingerprint() if self._watcher is not None else ""
+
+    def _on_built(self, mode: str, fingerprint: str) -> None:
+        self.saved.builds[mode] = fingerprint
+        self._save_state()
+
+    async def _stop_previous_platform(self) -> None:
+        """After a `kill -9` of an earlier daemon, its platform may still run: never two."""
+        pid, created = self.saved.platform_pid, self.saved.platform_create_time
+        if pid is None or created is None:
+            return
+        ident = ProcessIdentity(pid, created)
+        if ident.process() is None:
+            return
+        log.warning("platform.orphan_found", pid=pid, action="stopping it before starting ours")
+        binary = self.config.platform.binary
+        await stop_tree(
+            pid,
+            stop_signal=binary.stop_signal if binary else signal.SIGTERM,
+            timeout=binary.stop_timeout if binary else 5.0,
+            name="previous-platform",
+        )
+        self.saved.platform_pid = self.saved.platform_create_time = None
+        self._save_state()
+
+    def _save_state(self) -> None:
+        self.saved.stack = self.stack_name
+        target = self.platform.target if self.platform is not None else None
+        ident = target.identity() if isinstance(target, BinaryTarget) else None
+        self.saved.platform_pid = ident.pid if ident else None
+        self.saved.platform_create_time = ident.create_time if ident else None
+        statefile.save(self.state_path, self.saved)
+
+    def _on_platform_state(self) -> None:
+        self._save_state()
+        self.notifier.status(self.summary())
+
+    # -- stacks -----------------------------------------------------------------------------
+
+    def _set_stack_state(self, state: StackState) -> None:
+        if state != self.stack_state:
+            self.stack_state = transition(STACK_EDGES, self.stack_state, state)
+            self.notifier.status(self.summary())
+
+    async def enter_stack(self, name: str) -> bool:
+        """Bring up `name`'s services, then its platform; True when both are up."""
+        stack = self.config.stacks[name]
+        mode = stack.platform
+        target = self._target_for(mode)
+        fingerprint = self._fingerprint()
+        self.platform = PlatformSupervisor(
+            target,
+            debounce=self.config.platform.watch.debounce,
+            on_output=self._build_output,
+            on_built=lambda: self._on_built(mode, self._fingerprint()),
+            on_state=self._on_platform_state,
+        )
+        stale = self.saved.builds.get(mode) != fingerprint
+        ok = await self.platform.enter(build_first=stale)
+        self._set_stack_state(StackState.RUNNING if ok else StackState.DEGRADED)
+        return ok
+
+    async def switch(self, name: str, *, wait: bool = True) -> dict[str, Any]:
+        """Move to stack `name`; with `wait`, return when it is up (raise if it failed)."""
+        if name == self.stack_name and self.stack_state == StackState.RUNNING:
+            return self.status()
+        task = self._spawn(self._switch(name))
+        if not wait:
+            return {"switching": name}
+        ok = await task
+        if not ok:
+            raise OperationFailed(f"stack {name} did not come up: {self.summary()}")
+        return self.status()
+
+    async def _switch(self, name: str) -> bool:
+        previous = self.stack_name
+        self._set_stack_state(StackState.SWITCHING)
+        log.info("stack.switching", stack=name, previous=previous)
+        if self.platform is not None:
+            await self.platform.stop()
+        self.stack_name = name
+        self._save_state()
+        ok = await self.enter_stack(name)
+        log.info("stack.switched", stack=name, previous=previous, ok=ok)
+        return ok
+
+    async def restart(self, name: str) -> dict[str, Any]:
+        """Restart `platform` (or, with a compose stack, one service)."""
+        if name != "platform":
+            raise UsageError(f"no service named {name!r} in stack {self.stack_name}")
+        if self.platform is None:
+            raise OperationFailed("the platform is not set up yet")
+        if not await self.platform.restart():
+            raise OperationFailed(f"platform did not come back: {self.platform.state.value}")
+        return self.platform.status()
+
+    def pause(self) -> dict[str, Any]:
+        if self.platform is not None:
+            self.platform.scheduler.pause()
+        log.info("watch.paused")
+        return {"paused": True}
+
+    def resume(self) -> dict[str, Any]:
+        if self.platform is not None:
+            self.platform.scheduler.resume()
+        log.info("watch.resumed")
+        return {"paused": False}
+
+    # -- what commands see ------------------------------------------------------------------
+
+    def summary(self) -> str:
+        """One short human line for systemd's STATUS=."""
+        platform = self.platform.state.value if self.platform else "stopped"
+        return f"{self.stack_name}: {self.stack_state.value}, platform {platform}"
+
+    def status(self) -> dict[str, Any]:
+        watch = self.config.platform.watch
+        platform = (
+            self.platform.status()
+            if self.platform is not None
+            else {
+                "mode": self.config.stacks[self.stack_name].platform, "state": "stopped",
+                "pid": None, "container": None, "uptime": None, "restarts": 0,
+                "last_build": None, "last_reload": None,
+            }
+        )
+        return {
+            "project": self.project,
+            "stack": self.stack_name,
+            "state": self.stack_state.value,
+            "platform": platform,
+            "services": [],
+            "watcher": {
+                "paused": self.platform.scheduler.paused if self.platform else False,
+                "paths": [str(p) for p in watch.paths],
+                "pending": self.platform.scheduler.pending if self.platform else 0,
+            },
+            "docker": {"available": False, "error": "not used by this stack"},
+            "config_error": self.config_error,
+            "daemon": {
+                "pid": os.getpid(),
+                "version": __version__,
+                "uptime": round(time.monotonic() - self._started, 3),
+                "socket": str(self.socket_path),
+                "log_file": str(self.log_path),
+            },
+        }
+
+    def log_source(self, name: str) -> Broadcaster[dict[str, Any]]:
+        if name not in self.logs:
+            raise KeyError(name)
+        return self.logs[name]
+
+    async def follow(self, source: Broadcaster[dict[str, Any]], backlog: int) -> AsyncIterator[
+        dict[str, Any]
+    ]:
+        """Stream `backlog` recent items, then live ones, until the client leaves."""
+        async with source.subscribe(backlog=backlog) as sub:
+            async for item in sub:
+                yield item

@@ -1,0 +1,53 @@
+"""The one face both kinds of platform show the supervisor: build, start, wait_ready, stop.
+
+The supervisor never asks which kind it holds; `mode` is only reported in status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from devsupervisor.build import BuildResult
+from devsupervisor.config.model import PlatformMode
+
+LineSink = Callable[[str], None]
+# Called on the loop with the exit code when the platform exits without being asked to.
+ExitSink = Callable[[int | None], None]
+
+
+class PlatformTarget(Protocol):
+    mode: PlatformMode
+
+    async def build(self, on_line: LineSink) -> BuildResult:
+        """Produce a new artefact while the current one keeps serving. Cancellable."""
+        ...
+
+    async def start(self) -> None:
+        """Start the last built artefact. Returns once it runs (not necessarily ready)."""
+        ...
+
+    async def wait_ready(self) -> None:
+        """Return when it serves. Raises `ready.NotReady` on timeout or early exit."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop it completely (whole process tree / the container). Idempotent."""
+        ...
+
+    def is_running(self) -> bool: ...
+
+    def has_artefact(self) -> bool:
+        """Whether a previous build exists that `start` could run without building."""
+        ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def container(self) -> str | None: ...
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+    def set_exit_sink(self, sink: ExitSink) -> None: ...

@@ -1,0 +1,105 @@
+"""Readiness checks for a host platform: an HTTP 2xx, a TCP accept, or a log line.
+
+Polls start very short and back off: a Go binary listens a few milliseconds after exec, and the
+reload target is measured in tens of milliseconds, so a fixed 100 ms poll would cost most of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from devsupervisor.config import ReadyCheck
+from devsupervisor.errors import OperationFailed
+
+POLL_FIRST = 0.002
+POLL_MAX = 0.1
+# One probe must not hang on a half-open server longer than this.
+PROBE_TIMEOUT = 1.0
+
+
+class NotReady(OperationFailed):
+    """The platform did not become ready (timeout, or it exited first)."""
+
+
+async def http_ok(url: str) -> bool:
+    """One GET; True on a 2xx status line."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 80
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), PROBE_TIMEOUT)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), PROBE_TIMEOUT)
+        fields = status.split()
+        return len(fields) >= 2 and fields[1].startswith(b"2")
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+
+
+async def tcp_ok(target: str) -> bool:
+    host, _, port = target.rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host or "127.0.0.1", int(port)), PROBE_TIMEOUT
+        )
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+class LogMatcher:
+    """Remembers whether a platform output line matched the `log` readiness regex."""
+
+    def __init__(self, pattern: str) -> None:
+        self._regex = re.compile(pattern)
+        self.matched = asyncio.Event()
+
+    def feed(self, line: str) -> None:
+        if not self.matched.is_set() and self._regex.search(line):
+            self.matched.set()
+
+
+async def wait_ready(
+    check: ReadyCheck | None,
+    *,
+    is_alive: Callable[[], bool],
+    log_matcher: LogMatcher | None = None,
+) -> None:
+    """Return once the check passes.
+
+    Raises:
+        NotReady: the timeout passed, or the process exited first.
+    """
+    if check is None:
+        return
+    deadline = time.monotonic() + check.timeout
+    delay = POLL_FIRST
+    while True:
+        if check.kind == "http":
+            ok = await http_ok(check.target)
+        elif check.kind == "tcp":
+            ok = await tcp_ok(check.target)
+        else:
+            ok = log_matcher is not None and log_matcher.matched.is_set()
+        if ok:
+            return
+        if not is_alive():
+            raise NotReady("platform exited before it was ready")
+        if time.monotonic() >= deadline:
+            raise NotReady(f"not ready after {check.timeout:g}s ({check.kind} {check.target})")
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, POLL_MAX)

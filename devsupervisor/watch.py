@@ -1,0 +1,398 @@
+"""Change detection: which watched source files really changed content.
+
+`SourceWatcher` keeps a content hash of every watched file (see `ignore.PathFilter`). The watchdog
+observer thread re-hashes the files an event names and reports only paths whose bytes differ from
+the snapshot (appeared and disappeared files included), so a touch, a same-content rewrite or a
+checkout that restores the same bytes reports nothing. Because a file is hashed when its event is
+handled rather than when it happened, an atomic rename save reports the file once, with its final
+content.
+
+Threads: the observer thread handles events; `rescan()` may run in any thread (the daemon calls it
+through `asyncio.to_thread`). One lock serialises hashing and snapshot updates, so a snapshot entry
+is always the hash of the latest read. Changes reach the event loop only through
+`loop.call_soon_threadsafe`; paths reported while the loop is busy are merged into one batch.
+
+Budget: one observer, so one inotify instance, and one recursive watch per root (never one per
+directory: the default per-user limit is 128 instances). When the kernel's event queue overflows,
+events are lost; watchdog (>= 7.1) tells its watch groups, ours turn that into a
+`QueueOverflowEvent` and the watcher answers with a full rescan, so no change is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver, EventQueue, ObservedWatch
+from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
+from watchdog.observers.inotify_c import InotifyFD
+
+from devsupervisor.ignore import GITIGNORE, PathFilter
+
+log = structlog.get_logger(__name__)
+
+ChangeCallback = Callable[[frozenset[Path]], None]
+
+# Event kinds after which a file's bytes or existence may differ. A write is taken as finished
+# when the writer closes the file (closed = IN_CLOSE_WRITE): hashing on each IN_MODIFY would see
+# the truncated half of an in-place save and report a same-content rewrite as two changes.
+# Writes that never close (truncate(2) by path, mmap) are picked up by the next event or rescan.
+# Left out as well: opened/closed-no-write (our own hashing reads would feed the queue) and
+# attrib (a touch changes no content).
+WATCHED_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+    DirDeletedEvent,
+]
+
+# Read size for hashing; source files are small, this bounds memory for the odd large one.
+HASH_CHUNK = 1 << 16
+# 16-byte blake2b: collisions are irrelevant at source-tree sizes and it hashes fast.
+DIGEST_SIZE = 16
+
+
+def hash_file(path: Path) -> bytes | None:
+    """Content hash of a regular file, or None when it is missing, unreadable or not a file."""
+    try:
+        # O_NONBLOCK so a FIFO that appears under a watched name cannot block the watcher.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        digest = hashlib.blake2b(digest_size=DIGEST_SIZE)
+        while chunk := os.read(fd, HASH_CHUNK):
+            digest.update(chunk)
+        return digest.digest()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+class QueueOverflowEvent(FileSystemEvent):
+    """Synthetic event: the kernel dropped events for the watch on `src_path`."""
+
+    event_type = "overflow"
+
+
+@dataclass
+class _OverflowReportingGroup(InotifyWatchGroup):
+    """watchdog's watch group, plus a hook run after it has rebuilt its watches on overflow."""
+
+    on_overflow: Callable[[], None] = field(default=lambda: None)
+
+    def on_queue_overflow(self) -> None:
+        super().on_queue_overflow()
+        self.on_overflow()
+
+
+class _OverflowReportingEmitter(InotifyEmitter):
+    """Inotify emitter that queues a `QueueOverflowEvent` when the kernel queue overflows."""
+
+    def __init__(
+        self,
+        event_queue: EventQueue,
+        watch: ObservedWatch,
+        *,
+        timeout: float = DEFAULT_OBSERVER_TIMEOUT,
+        event_filter: list[type[FileSystemEvent]] | None = None,
+        inotify_fd: InotifyFD | None = None,
+    ) -> None:
+        super().__init__(
+            event_queue, watch, timeout=timeout, event_filter=event_filter, inotify_fd=inotify_fd
+        )
+        # Our own handle on the queue: the marker must bypass the event filter.
+        self._marker_queue = event_queue
+
+    def on_thread_start(self) -> None:
+        # InotifyEmitter.on_thread_start with our group in place of InotifyWatchGroup; watchdog
+        # has no public seam for this, so it touches the emitter's `_inotify*` attributes.
+        self._inotify = _OverflowReportingGroup(
+            self._inotify_fd,
+            os.fsencode(self.watch.path),
+            is_recursive=self.watch.is_recursive,
+            event_mask=self.get_event_mask_from_filter(),
+            follow_symlink=self.watch.follow_symlink,
+            on_overflow=self._queue_overflow_marker,
+        )
+
+    def _queue_overflow_marker(self) -> None:
+        self._marker_queue.put((QueueOverflowEvent(self.watch.path, is_synthetic=True), self.watch))
+
+
+class OverflowAwareObserver(BaseObserver):
+    """An inotify observer (one inotify instance for all its watches) that reports overflow."""
+
+    def __init__(self, *, timeout: float = DEFAULT_OBSERVER_TIMEOUT) -> None:
+        self.inotify_fd = InotifyFD()
+        self.inotify_fd.start()
+        super().__init__(_OverflowReportingEmitter, timeout=timeout, inotify_fd=self.inotify_fd)
+
+    def on_thread_stop(self) -> None:
+        super().on_thread_stop()
+        self.inotify_fd.stop()
+        self.inotify_fd.join()
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, handle: Callable[[FileSystemEvent], None]) -> None:
+        self._handle = handle
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        self._handle(event)
+
+
+class SourceWatcher:
+    """Reports content changes of the watched files below `roots` to the event loop.
+
+    Args:
+        roots: directories to watch recursively.
+        include / ignore: gitignore-style globs relative to each root (see `PathFilter`).
+        on_change: called on the loop thread with the paths whose content changed.
+        loop: the event loop that owns all state.
+        extra_ignored: paths the build writes (never reported).
+        observer_factory: makes the watchdog observer; a seam for tests.
+    """
+
+    def __init__(
+        self,
+        roots: Sequence[Path],
+        include: Sequence[str],
+        ignore: Sequence[str],
+        *,
+        on_change: ChangeCallback,
+        loop: asyncio.AbstractEventLoop,
+        extra_ignored: Sequence[Path] = (),
+        observer_factory: Callable[[], BaseObserver] = OverflowAwareObserver,
+    ) -> None:
+        self._roots = tuple(dict.fromkeys(root.resolve() for root in roots))
+        self._include = tuple(include)
+        self._ignore = tuple(ignore)
+        self._extra = tuple(extra_ignored)
+        self._on_change = on_change
+        self._loop = loop
+        self._observer_factory = observer_factory
+        self._observer: BaseObserver | None = None
+        # Guards _filters and _snapshot; held while hashing so updates follow read order.
+        self._lock = threading.Lock()
+        self._filters: tuple[PathFilter, ...] = ()
+        self._snapshot: dict[Path, bytes] = {}
+        # Changes waiting for the loop; at most one flush is scheduled at a time.
+        self._pending_lock = threading.Lock()
+        self._pending: set[Path] = set()
+        self._flush_scheduled = False
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """The watched roots (resolved)."""
+        return self._roots
+
+    @property
+    def watched_count(self) -> int:
+        """How many files are in the snapshot."""
+        with self._lock:
+            return len(self._snapshot)
+
+    @property
+    def observer(self) -> BaseObserver | None:
+        """The running observer (for status and tests), None before `start()`."""
+        return self._observer
+
+    def start(self) -> None:
+        """Watch the roots and hash every watched file. Blocks until both are done.
+
+        The watches are in place before the baseline is hashed, so a change made meanwhile is
+        either in the baseline or reported; events wait on the lock until the baseline exists.
+        """
+        started = time.monotonic()
+        with self._lock:
+            observer = self._observer_factory()
+            try:
+                handler = _Handler(self._handle_event)
+                for root in self._roots:
+                    observer.schedule(
+                        handler, str(root), recursive=True, event_filter=WATCHED_EVENTS
+                    )
+                observer.start()
+                self._filters = self._make_filters()
+                self._snapshot = self._hash_all()
+            except BaseException:
+                # The observer owns threads and an inotify instance even before it starts.
+                observer.stop()
+                if observer.is_alive():
+                    observer.join()
+                raise
+            self._observer = observer
+            count = len(self._snapshot)
+        log.info(
+            "watch.started",
+            roots=[str(r) for r in self._roots],
+            files=count,
+            duration=round(time.monotonic() - started, 3),
+        )
+
+    def stop(self) -> None:
+        """Stop the observer thread and wait for it. The snapshot stays for `fingerprint()`."""
+        observer, self._observer = self._observer, None
+        if observer is None:
+            return
+        observer.stop()
+        if observer.is_alive():
+            observer.join()
+        log.info("watch.stopped", roots=[str(r) for r in self._roots])
+
+    def rescan(self) -> frozenset[Path]:
+        """Re-read the `.gitignore` rules, hash every watched file, update the snapshot and return
+        the paths whose content differs. Thread-safe; it does not call `on_change`."""
+        started = time.monotonic()
+        with self._lock:
+            self._filters = self._make_filters()
+            current = self._hash_all()
+            old = self._snapshot
+            changed = frozenset(
+                p for p in old.keys() | current.keys() if old.get(p) != current.get(p)
+            )
+            self._snapshot = current
+        log.info(
+            "watch.rescanned",
+            changed=len(changed),
+            files=len(current),
+            duration=round(time.monotonic() - started, 3),
+        )
+        return changed
+
+    def fingerprint(self) -> str:
+        """A hash over all watched paths and their content hashes: equal means same sources."""
+        digest = hashlib.blake2b(digest_size=DIGEST_SIZE)
+        with self._lock:
+            for path in sorted(self._snapshot):
+                digest.update(os.fsencode(path) + b"\0" + self._snapshot[path])
+        return digest.hexdigest()
+
+    # Observer thread.
+
+    def _handle_event(self, event: FileSystemEvent) -> None:
+        # An exception here would end the observer thread and silently stop all watching.
+        try:
+            if isinstance(event, QueueOverflowEvent):
+                log.warning("watch.overflow", root=os.fsdecode(event.src_path))
+                self._report(self.rescan())
+                return
+            self._report(self._rehash_for(event))
+        except Exception:
+            log.exception("watch.error", event=repr(event))
+            try:
+                self._report(self.rescan())
+            except Exception:
+                log.exception("watch.rescan_failed")
+
+    def _rehash_for(self, event: FileSystemEvent) -> frozenset[Path]:
+        paths = [Path(os.fsdecode(p)) for p in (event.src_path, event.dest_path) if p]
+        if not event.is_directory and any(p.name == GITIGNORE for p in paths):
+            log.info("watch.gitignore_changed", paths=[str(p) for p in paths])
+            return self.rescan()
+        with self._lock:
+            if event.is_directory:
+                # Everything we knew below the directory, plus whatever is there now.
+                candidates: set[Path] = set()
+                for directory in paths:
+                    candidates.update(p for p in self._snapshot if p.is_relative_to(directory))
+                    candidates.update(self._walk_below(directory))
+            else:
+                candidates = {p for p in paths if self._is_watched(p)}
+            return self._update(candidates)
+
+    def _update(self, candidates: set[Path]) -> frozenset[Path]:
+        """Rehash `candidates` (lock held) and return those whose content changed."""
+        changed: set[Path] = set()
+        for path in candidates:
+            digest = hash_file(path)
+            if digest == self._snapshot.get(path):
+                continue
+            if digest is None:
+                del self._snapshot[path]
+            else:
+                self._snapshot[path] = digest
+            changed.add(path)
+        return frozenset(changed)
+
+    def _report(self, changed: frozenset[Path]) -> None:
+        if not changed:
+            return
+        with self._pending_lock:
+            self._pending.update(changed)
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._flush)
+        except RuntimeError:
+            # The loop is closed: the daemon is shutting down and nobody is left to tell.
+            log.debug("watch.loop_closed", dropped=len(changed))
+
+    # Loop thread.
+
+    def _flush(self) -> None:
+        with self._pending_lock:
+            batch = frozenset(self._pending)
+            self._pending.clear()
+            self._flush_scheduled = False
+        if batch:
+            self._on_change(batch)
+
+    # Helpers (lock held).
+
+    def _make_filters(self) -> tuple[PathFilter, ...]:
+        return tuple(PathFilter(r, self._include, self._ignore, self._extra) for r in self._roots)
+
+    def _filter_for(self, path: Path) -> PathFilter | None:
+        # The deepest root wins when roots nest.
+        owners = [f for f in self._filters if path.is_relative_to(f.root)]
+        return max(owners, key=lambda f: len(f.root.parts), default=None)
+
+    def _is_watched(self, path: Path) -> bool:
+        path_filter = self._filter_for(path)
+        return path_filter is not None and path_filter.is_watched(path)
+
+    def _walk_below(self, directory: Path) -> list[Path]:
+        path_filter = self._filter_for(directory)
+        if path_filter is None:
+            return []
+        # With nested roots the deepest root's filter has the last word on each file.
+        return [p for p in path_filter.walk(directory) if self._is_watched(p)]
+
+    def _hash_all(self) -> dict[Path, bytes]:
+        snapshot: dict[Path, bytes] = {}
+        for path_filter in self._filters:
+            for path in path_filter.walk():
+                if path in snapshot or not self._is_watched(path):
+                    continue
+                digest = hash_file(path)
+                if digest is not None:
+                    snapshot[path] = digest
+        return snapshot

@@ -1,0 +1,432 @@
+"""Change detection with real files and the real inotify observer.
+
+To show that something is NOT reported, a test writes a sentinel file afterwards and waits until the
+sentinel is reported: the observer handles events in order, so by then the earlier ones are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, WatchDescriptor
+
+from devsupervisor.ignore import PathFilter, is_editor_temp
+from devsupervisor.watch import OverflowAwareObserver, SourceWatcher
+
+GO_INCLUDE = ("**/*.go", "go.mod", "go.sum")
+QUEUE_LIMIT = Path("/proc/sys/fs/inotify/max_queued_events")
+# Generous: a deadline only matters when a test fails; passing waits end at the condition.
+DEADLINE = 10.0
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def inotify_instances() -> int:
+    """inotify instances this process holds (what the per-user budget of 128 counts)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify"
+        except OSError:
+            continue
+    return count
+
+
+class Harness:
+    """An event loop, the batches `on_change` received on it, and the watchers to stop."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.loop = asyncio.new_event_loop()
+        self.batches: list[frozenset[Path]] = []
+        self.callback_threads: set[int] = set()
+        self.watchers: list[SourceWatcher] = []
+        self._arrived = asyncio.Event()
+        self._sentinels = 0
+
+    def on_change(self, paths: frozenset[Path]) -> None:
+        self.callback_threads.add(threading.get_ident())
+        self.batches.append(paths)
+        self._arrived.set()
+
+    def watch(
+        self,
+        roots: Sequence[Path] | None = None,
+        include: Sequence[str] = GO_INCLUDE,
+        ignore: Sequence[str] = (),
+        extra_ignored: Sequence[Path] = (),
+        observer_factory: Callable[[], BaseObserver] = OverflowAwareObserver,
+    ) -> SourceWatcher:
+        watcher = SourceWatcher(
+            roots or [self.root],
+            include,
+            ignore,
+            on_change=self.on_change,
+            loop=self.loop,
+            extra_ignored=extra_ignored,
+            observer_factory=observer_factory,
+        )
+        self.watchers.append(watcher)
+        watcher.start()
+        return watcher
+
+    @property
+    def reported(self) -> set[Path]:
+        return set().union(*self.batches)
+
+    def times_reported(self, path: Path) -> int:
+        return sum(path in batch for batch in self.batches)
+
+    def wait_for(self, predicate: Callable[[], bool], what: str) -> None:
+        self.loop.run_until_complete(self._wait(predicate, what))
+
+    def wait_reported(self, *paths: Path) -> None:
+        self.wait_for(lambda: set(paths) <= self.reported, f"reports of {paths}")
+
+    def settle(self) -> None:
+        """Write a new sentinel and wait for it: every earlier event has been handled."""
+        self._sentinels += 1
+        sentinel = write(self.root / f"sentinel_{self._sentinels}.go", str(self._sentinels))
+        self.wait_reported(sentinel)
+
+    async def _wait(self, predicate: Callable[[], bool], what: str) -> None:
+        deadline = self.loop.time() + DEADLINE
+        while not predicate():
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"timed out waiting for {what}; got {self.reported}")
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                continue
+
+    def close(self) -> None:
+        for watcher in self.watchers:
+            watcher.stop()
+        self.loop.close()
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    harness = Harness(tmp_path / "src")
+    harness.root.mkdir()
+    yield harness
+    harness.close()
+
+
+# PathFilter: the rules, without an observer.
+
+
+def test_include_and_ignore_globs_are_gitwildmatch_relative_to_the_root(tmp_path: Path) -> None:
+    """`**/*.go` matches at the root and below, `go.mod` at any depth, ignore globs win."""
+    f = PathFilter(tmp_path, GO_INCLUDE, ["**/*_test.go", "bin/**", "vendor/"])
+    assert f.is_watched(tmp_path / "main.go")
+    assert f.is_watched(tmp_path / "cmd" / "main.go")
+    assert f.is_watched(tmp_path / "go.mod")
+    assert f.is_watched(tmp_path / "tools" / "go.mod")
+    assert not f.is_watched(tmp_path / "README.md")
+    assert not f.is_watched(tmp_path / "cmd" / "main_test.go")
+    assert not f.is_watched(tmp_path / "bin" / "gen.go")
+    assert not f.is_watched(tmp_path / "vendor" / "x" / "y.go")
+    assert f.is_ignored_dir(tmp_path / "vendor")
+    assert not f.is_watched(tmp_path.parent / "elsewhere.go")
+
+
+def test_gitignore_files_root_nested_and_negation(tmp_path: Path) -> None:
+    """Root and nested .gitignore files apply, deeper ones override, `!` re-includes."""
+    write(tmp_path / ".gitignore", "*.pb.go\n!keep.pb.go\ngen/\n")
+    write(tmp_path / "api" / ".gitignore", "!api.pb.go\nlocal.go\n")
+    write(tmp_path / "gen" / ".gitignore", "!*.go\n")
+    f = PathFilter(tmp_path, ["**/*.go"], [])
+    assert not f.is_watched(tmp_path / "x.pb.go")
+    assert f.is_watched(tmp_path / "keep.pb.go")
+    assert f.is_watched(tmp_path / "api" / "api.pb.go")  # nested negation beats the root rule
+    assert not f.is_watched(tmp_path / "api" / "other.pb.go")
+    assert not f.is_watched(tmp_path / "api" / "local.go")
+    assert f.is_watched(tmp_path / "local.go")  # nested rules stay below their directory
+    # As in git: nothing inside an excluded directory can be re-included.
+    assert not f.is_watched(tmp_path / "gen" / "a.go")
+    assert f.is_ignored_dir(tmp_path / "gen")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        ".main.go.swp",
+        ".main.go.swo",
+        ".main.go.swx",
+        "main.go~",
+        "main.go.~1~",
+        "4913",
+        "5036",
+        ".#main.go",
+        "#main.go#",
+        "main.go___jb_tmp___",
+        "main.go___jb_old___",
+        ".goutputstream-AB12CD",
+        ".main.go.kate-swp",
+    ],
+)
+def test_editor_temp_files_are_ignored(tmp_path: Path, name: str) -> None:
+    """Each editor temp/backup name is ignored even when the include globs match everything."""
+    f = PathFilter(tmp_path, ["**"], [])
+    assert is_editor_temp(name)
+    assert not f.is_watched(tmp_path / "cmd" / name)
+    assert f.is_watched(tmp_path / "cmd" / "main.go")
+
+
+def test_editor_rules_spare_ordinary_names(tmp_path: Path) -> None:
+    """Names that merely resemble temp files (numbers, .swift, .sql) stay watched."""
+    f = PathFilter(tmp_path, ["**"], [])
+    for name in ["4914", "123", "main.swift", "_schema.sql", "a#b.go"]:
+        assert f.is_watched(tmp_path / name), name
+
+
+def test_git_directory_and_extra_ignored_paths(tmp_path: Path) -> None:
+    """Nothing in `.git/` is watched, nor the build outputs given as extra_ignored."""
+    f = PathFilter(
+        tmp_path, ["**"], [], extra_ignored=[tmp_path / "bin" / "platform", tmp_path / "out"]
+    )
+    assert not f.is_watched(tmp_path / ".git" / "HEAD")
+    assert not f.is_watched(tmp_path / "sub" / ".git" / "index")
+    assert not f.is_watched(tmp_path / "bin" / "platform")
+    assert f.is_watched(tmp_path / "bin" / "platform.go")
+    assert not f.is_watched(tmp_path / "out" / "x.go")
+
+
+# SourceWatcher with the real observer.
+
+
+def test_one_recursive_watch_and_one_inotify_instance_per_watcher(h: Harness, tmp_path: Path) -> None:
+    """Two roots with deep trees: one emitter per root and a single inotify instance in total."""
+    other = tmp_path / "other"
+    for root in (h.root, other):
+        for i in range(30):
+            write(root / f"d{i}" / "e" / "f.go", "package f")
+    observers: list[BaseObserver] = []
+
+    def factory() -> BaseObserver:
+        observers.append(OverflowAwareObserver())
+        return observers[0]
+
+    before = inotify_instances()
+    watcher = h.watch([h.root, other], observer_factory=factory)
+    assert len(observers) == 1
+    assert len(observers[0].emitters) == 2
+    assert {e.watch.is_recursive for e in observers[0].emitters} == {True}
+    assert inotify_instances() - before == 1
+    assert watcher.watched_count == 60
+    assert watcher.paths == (h.root.resolve(), other.resolve())
+
+
+def test_change_is_reported_on_the_loop_thread(h: Harness) -> None:
+    """A content change reaches on_change, called on the thread that runs the loop."""
+    main = write(h.root / "main.go", "package main // v1")
+    h.watch()
+    main.write_text("package main // v2")
+    h.wait_reported(main)
+    assert h.callback_threads == {threading.get_ident()}
+
+
+def test_touch_and_same_content_rewrite_report_nothing(h: Harness) -> None:
+    """Touching a file or rewriting the same bytes is not a change."""
+    main = write(h.root / "main.go", "package main")
+    h.watch()
+    main.touch()
+    os.utime(main, (1, 1))
+    main.write_text("package main")
+    h.settle()
+    assert main not in h.reported
+
+
+def test_atomic_rename_save_reports_the_file_once(h: Harness) -> None:
+    """Writing a temp file and renaming it onto main.go reports main.go once, not the temp."""
+    main = write(h.root / "cmd" / "main.go", "package main // v1")
+    h.watch(include=["**"])
+    temp = write(h.root / "cmd" / ".main.go.swp", "package main // v2")
+    os.replace(temp, main)
+    h.settle()
+    assert h.times_reported(main) == 1
+    assert h.reported - {main} == {h.root / "sentinel_1.go"}
+
+
+def test_jetbrains_safe_write_reports_only_the_file(h: Harness) -> None:
+    """JetBrains' tmp/old rename dance reports main.go and none of its temp names."""
+    main = write(h.root / "main.go", "package main // v1")
+    h.watch(include=["**"])
+    write(h.root / "main.go___jb_tmp___", "package main // v2")
+    os.rename(main, h.root / "main.go___jb_old___")
+    os.rename(h.root / "main.go___jb_tmp___", main)
+    os.unlink(h.root / "main.go___jb_old___")
+    h.settle()
+    assert main in h.reported
+    assert h.reported == {main, h.root / "sentinel_1.go"}
+
+
+def test_burst_of_500_changed_files_reports_all_of_them(h: Harness) -> None:
+    """A checkout rewriting 500 files: the union of the batches is exactly those 500."""
+    files = [h.root / f"pkg{i % 10}" / f"f{i}.go" for i in range(500)]
+    for path in files:
+        write(path, f"package pkg // {path.name} v1")
+    watcher = h.watch()
+    for path in files:
+        path.write_text(f"package pkg // {path.name} v2")
+    h.wait_for(lambda: h.reported >= set(files), "all 500 files")
+    h.settle()
+    assert h.reported == {*files, h.root / "sentinel_1.go"}
+    assert watcher.watched_count == 501
+
+
+def test_checkout_restoring_the_same_bytes_reports_nothing(h: Harness) -> None:
+    """Deleting and recreating 100 files with their old bytes reports none of them."""
+    files = [write(h.root / "pkg" / f"f{i}.go", f"package pkg // {i}") for i in range(100)]
+    h.watch()
+    for i, path in enumerate(files):
+        tmp = path.with_suffix(".orig")
+        tmp.write_text(f"package pkg // {i}")
+        os.replace(tmp, path)
+    h.settle()
+    assert not h.reported & set(files)
+
+
+def test_new_and_deleted_files_are_reported(h: Harness) -> None:
+    """A file appearing and a file disappearing are both changes."""
+    old = write(h.root / "old.go", "package main")
+    h.watch()
+    new = write(h.root / "new.go", "package main")
+    old.unlink()
+    h.wait_reported(new, old)
+
+
+def test_removing_a_directory_reports_every_file_below(h: Harness) -> None:
+    """rm -rf of a directory reports all watched files that were inside it."""
+    files = [write(h.root / "pkg" / f"d{i % 3}" / f"f{i}.go", str(i)) for i in range(30)]
+    h.watch()
+    shutil.rmtree(h.root / "pkg")
+    h.wait_for(lambda: h.reported >= set(files), "all files below pkg/")
+
+
+def test_directory_moved_out_and_in_is_reported(h: Harness, tmp_path: Path) -> None:
+    """Moving a directory out of the tree, or one into it, reports every file it holds."""
+    inside = [write(h.root / "pkg" / "a" / f"f{i}.go", str(i)) for i in range(10)]
+    write(tmp_path / "incoming" / "b" / "g.go", "package b")
+    h.watch()
+    os.rename(h.root / "pkg", tmp_path / "gone")
+    os.rename(tmp_path / "incoming", h.root / "incoming")
+    h.wait_for(
+        lambda: h.reported >= {*inside, h.root / "incoming" / "b" / "g.go"}, "moved directories"
+    )
+
+
+def test_build_output_is_never_reported(h: Harness) -> None:
+    """Files the build writes (extra_ignored) never produce a change, whatever the globs say."""
+    binary = h.root / "bin" / "platform"
+    h.watch(include=["**"], extra_ignored=[binary])
+    for i in range(5):
+        write(binary, f"ELF {i}")
+    h.settle()
+    assert binary not in h.reported
+
+
+def test_gitignore_edit_takes_effect_at_once(h: Harness) -> None:
+    """A new .gitignore rule applies to the very next event."""
+    h.watch()
+    write(h.root / ".gitignore", "skip.go\n")
+    write(h.root / "skip.go", "package main")
+    h.settle()
+    assert h.root / "skip.go" not in h.reported
+
+
+def test_rescan_returns_changes_no_event_announced(h: Harness, tmp_path: Path) -> None:
+    """rescan() finds a change made through a hard link outside the tree, then nothing more."""
+    main = write(h.root / "main.go", "package main // v1")
+    link = tmp_path / "outside-link"
+    os.link(main, link)
+    watcher = h.watch()
+    before = watcher.fingerprint()
+    link.write_text("package main // v2")
+    h.settle()
+    assert main not in h.reported  # inotify on the directory never saw it
+    assert watcher.rescan() == frozenset({main})
+    assert watcher.rescan() == frozenset()
+    assert watcher.fingerprint() != before
+
+
+def test_fingerprint_follows_content_not_timestamps(h: Harness) -> None:
+    """The fingerprint is stable across touches and returns with the same content."""
+    main = write(h.root / "main.go", "package main // v1")
+    watcher = h.watch()
+    v1 = watcher.fingerprint()
+    main.write_text("package main // v2")
+    h.wait_reported(main)
+    assert watcher.fingerprint() != v1
+    main.write_text("package main // v1")
+    h.wait_for(lambda: h.times_reported(main) == 2, "the second change")
+    os.utime(main, (1, 1))
+    assert watcher.fingerprint() == v1
+
+
+def test_simulated_queue_overflow_triggers_a_rescan(h: Harness, tmp_path: Path) -> None:
+    """An IN_Q_OVERFLOW from inotify leads to a full rescan that reports the unseen change."""
+    main = write(h.root / "main.go", "package main // v1")
+    link = tmp_path / "outside-link"
+    os.link(main, link)
+    with capture_logs() as logs:
+        watcher = h.watch()
+        link.write_text("package main // v2")
+        h.settle()
+        assert main not in h.reported
+        observer = watcher.observer
+        assert isinstance(observer, OverflowAwareObserver)
+        # What the kernel sends: wd -1, IN_Q_OVERFLOW; fed to watchdog's own handling.
+        overflow = InotifyEvent(WatchDescriptor(-1), InotifyConstants.IN_Q_OVERFLOW, 0, b"")
+        observer.inotify_fd.handle_event(overflow)
+        h.wait_reported(main)
+    assert any(entry["event"] == "watch.overflow" for entry in logs)
+
+
+def test_real_queue_overflow_loses_no_change(h: Harness) -> None:
+    """With the kernel queue cut to 2 events, a 300-file burst overflows and all are reported."""
+    if not os.access(QUEUE_LIMIT, os.W_OK):
+        pytest.skip(f"needs root to lower {QUEUE_LIMIT}; the simulated overflow test still runs")
+
+    def small_queue_observer() -> BaseObserver:
+        # The limit is read when the inotify instance is created: lower it just for that.
+        original = QUEUE_LIMIT.read_text()
+        QUEUE_LIMIT.write_text("2\n")
+        try:
+            return OverflowAwareObserver()
+        finally:
+            QUEUE_LIMIT.write_text(original)
+
+    files = [h.root / f"p{i % 6}" / f"f{i}.go" for i in range(300)]
+    with capture_logs() as logs:
+        h.watch(observer_factory=small_queue_observer)
+        for path in files:
+            write(path, f"package p // {path.name}")
+        h.wait_for(lambda: h.reported >= set(files), "all 300 files")
+    assert any(entry["event"] == "watch.overflow" for entry in logs)
+
+
+def test_started_log_names_roots_and_file_count(h: Harness) -> None:
+    """watch.started carries the roots and how many files are watched."""
+    write(h.root / "main.go", "package main")
+    write(h.root / "README.md", "not a source")
+    with capture_logs() as logs:
+        h.watch()
+    started = [e for e in logs if e["event"] == "watch.started"]
+    assert started[0]["files"] == 1
+    assert started[0]["roots"] == [str(h.root.resolve())]

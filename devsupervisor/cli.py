@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import os
 import sys
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     svc = sub.add_parser("service", help="the systemd user unit")
     svc.add_argument("action", choices=["install", "uninstall", "status"])
     svc.add_argument("--config", help="config file the unit runs with")
+    svc.add_argument("--force", action="store_true", help="replace a unit devsup did not write")
     return parser
 
 
@@ -105,6 +107,8 @@ def _print_json(obj: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from devsupervisor.daemon import Daemon  # the daemon's imports are heavy; clients skip them
 
+    # When systemd's watchdog fires it sends SIGABRT: leave every thread's traceback in the journal.
+    faulthandler.enable()
     config = load_config(find_config(args.config))
 
     async def main() -> int:
@@ -210,19 +214,22 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_service(args: argparse.Namespace) -> int:
     if args.action == "install":
         config_path = find_config(args.config)
-        result = service.install(config_path)
+        result = service.install(config_path, force=args.force)
         print(f"{'wrote' if result.changed else 'unchanged'} {result.unit_path}")
         for run in result.ran:
             print(f"ran: {' '.join(run.argv)} (exit {run.returncode})")
         if result.todo:
-            print("no systemd user manager answers here; run these to enable it:")
+            if result.enabled:
+                print("enabled (starts at next login); no user manager answers, to start it now:")
+            else:
+                print("no systemd user manager answers here; run these to enable and start it:")
             for argv in result.todo:
                 print("  " + " ".join(argv))
-        return 0
+        return 0 if result.ok else 1
     if args.action == "uninstall":
         removed = service.uninstall()
         print(f"{'removed' if removed.removed else 'nothing to remove at'} {removed.unit_path}")
-        return 0
+        return 0 if removed.ok else 1
     st = service.status()
     print(f"unit     {st.unit_path} ({'installed' if st.installed else 'not installed'})")
     if st.exec_start:

@@ -147,6 +147,7 @@ class Daemon:
             self._remove_signal_handlers()
             for task in self._tasks:
                 task.cancel()
+            self.notifier.close()
         return 0
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -221,19 +222,29 @@ class Daemon:
         return self._targets[mode]
 
     def _build_outputs(self) -> list[Path]:
-        """Files the build writes: never a reason to build again (no feedback loop)."""
+        """Files the build writes: never a reason to build again (no feedback loop).
+
+        The run command's executable and the build's `-o` target are outputs; so is the
+        directory holding them when it is a subdirectory of the workdir (`bin/`), because
+        tools write temp files beside their output before renaming it into place.
+        """
         binary = self.config.platform.binary
         if binary is None:
             return []
-        outputs: list[Path] = []
+        workdir = binary.workdir.resolve()
+        targets: list[Path] = []
         argv = shlex.split(binary.run)
         if argv and "/" in argv[0]:
-            outputs.append((binary.workdir / argv[0]).resolve())
+            targets.append((workdir / argv[0]).resolve())
         build = shlex.split(binary.build)
-        for flag, value in zip(build, build[1:], strict=False):
-            if flag == "-o":
-                outputs.append((binary.workdir / value).resolve())
-        return outputs
+        targets += [(workdir / v).resolve() for f, v in zip(build, build[1:], strict=False)
+                    if f == "-o"]
+        outputs = set(targets)
+        for target in targets:
+            parent = target.parent
+            if parent != workdir and parent.is_relative_to(workdir):
+                outputs.add(parent)
+        return sorted(outputs)
 
     async def _start_watcher(self) -> None:
         watch = self.config.platform.watch

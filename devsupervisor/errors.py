@@ -53,6 +53,10 @@ class ConfigError(DevsupError):
 class ConfigNotFound(ConfigError):
     """No config file at any of the places devsup looks."""
 
+    def one_line(self) -> str:
+        # There is no file to name: the message lists every place that was looked at.
+        return self.problem if self.file is None else super().one_line()
+
 
 class DaemonNotRunning(DevsupError):
     """No daemon answers on the control socket."""

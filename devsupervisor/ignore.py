@@ -16,10 +16,11 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import structlog
 from pathspec import GitIgnoreSpec
 
-log = structlog.get_logger(__name__)
+from devsupervisor.logs import get_logger
+
+log = get_logger()
 
 GITIGNORE = ".gitignore"
 

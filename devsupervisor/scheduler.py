@@ -95,21 +95,21 @@ class ReloadScheduler:
         self._cancel_timer()
         return paths
 
-    def _arm(self) -> None:
+    def _due(self) -> float:
+        """When pending changes fire: quiet for `debounce`, or held for `max_hold`."""
         assert self._last_change_at is not None and self._first_pending_at is not None
-        due = min(self._last_change_at + self.debounce, self._first_pending_at + self.max_hold)
+        return min(self._last_change_at + self.debounce, self._first_pending_at + self.max_hold)
+
+    def _arm(self) -> None:
         self._cancel_timer()
-        self._timer = self._call_later(max(0.0, due - self._clock()), self._on_timer)
+        self._timer = self._call_later(max(0.0, self._due() - self._clock()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         if self.paused or self._busy or not self._pending:
             return
-        now = self._clock()
-        assert self._last_change_at is not None and self._first_pending_at is not None
-        settled = now - self._last_change_at >= self.debounce
-        held_too_long = now - self._first_pending_at >= self.max_hold
-        if settled or held_too_long:
+        # A timer may run a hair early by float rounding; within a microsecond counts as due.
+        if self._clock() + 1e-6 >= self._due():
             self._fire()
         else:
             self._arm()

@@ -3,14 +3,19 @@
 `SourceWatcher` keeps a content hash of every watched file (see `ignore.PathFilter`). The watchdog
 observer thread re-hashes the files an event names and reports only paths whose bytes differ from
 the snapshot (appeared and disappeared files included), so a touch, a same-content rewrite or a
-checkout that restores the same bytes reports nothing. Because a file is hashed when its event is
-handled rather than when it happened, an atomic rename save reports the file once, with its final
-content.
+checkout that restores the same bytes reports nothing.
 
-Threads: the observer thread handles events; `rescan()` may run in any thread (the daemon calls it
-through `asyncio.to_thread`). One lock serialises hashing and snapshot updates, so a snapshot entry
-is always the hash of the latest read. Changes reach the event loop only through
-`loop.call_soon_threadsafe`; paths reported while the loop is busy are merged into one batch.
+A file is hashed when it is complete: when its writer closes it, or when it is renamed into place
+(an atomic rename save reports the file once, with its final content). A file that is created,
+deleted or renamed away may be in the middle of a rewrite (git checkout unlinks and recreates,
+some editors rename the old copy away first), so it waits for its close event, or at most
+SETTLE_GRACE, before it is looked at.
+
+Threads: the observer thread handles events; a timer thread settles deferred paths; `rescan()`
+may run in any thread (the daemon calls it through `asyncio.to_thread`). One lock serialises
+hashing and snapshot updates, so a snapshot entry is always the hash of the latest read. Changes
+reach the event loop only through `loop.call_soon_threadsafe`; paths reported while the loop is
+busy are merged into one batch.
 
 Budget: one observer, so one inotify instance, and one recursive watch per root (never one per
 directory: the default per-user limit is 128 instances). When the kernel's event queue overflows,
@@ -30,7 +35,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
 from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
@@ -47,8 +51,9 @@ from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
 from watchdog.observers.inotify_c import InotifyFD
 
 from devsupervisor.ignore import GITIGNORE, PathFilter
+from devsupervisor.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger()
 
 ChangeCallback = Callable[[frozenset[Path]], None]
 
@@ -68,6 +73,10 @@ WATCHED_EVENTS: list[type[FileSystemEvent]] = [
     DirDeletedEvent,
 ]
 
+# How long a vanished or just-created file may take to settle before it is looked at again:
+# git checkout unlinks and recreates within microseconds, editors' rename dances within
+# milliseconds; only deletions and files that appear without a close wait this long.
+SETTLE_GRACE = 0.05
 # Read size for hashing; source files are small, this bounds memory for the odd large one.
 HASH_CHUNK = 1 << 16
 # 16-byte blake2b: collisions are irrelevant at source-tree sizes and it hashes fast.
@@ -202,6 +211,9 @@ class SourceWatcher:
         self._lock = threading.Lock()
         self._filters: tuple[PathFilter, ...] = ()
         self._snapshot: dict[Path, bytes] = {}
+        # Paths to look at again once their grace ends (path -> monotonic deadline).
+        self._unsettled: dict[Path, float] = {}
+        self._settle_timer: threading.Timer | None = None
         # Changes waiting for the loop; at most one flush is scheduled at a time.
         self._pending_lock = threading.Lock()
         self._pending: set[Path] = set()
@@ -264,6 +276,10 @@ class SourceWatcher:
         observer.stop()
         if observer.is_alive():
             observer.join()
+        with self._lock:
+            timer, self._settle_timer = self._settle_timer, None
+        if timer is not None:
+            timer.cancel()
         log.info("watch.stopped", roots=[str(r) for r in self._roots])
 
     def rescan(self) -> frozenset[Path]:
@@ -273,6 +289,7 @@ class SourceWatcher:
         with self._lock:
             self._filters = self._make_filters()
             current = self._hash_all()
+            self._unsettled.clear()  # a rescan settles everything
             old = self._snapshot
             changed = frozenset(
                 p for p in old.keys() | current.keys() if old.get(p) != current.get(p)
@@ -305,7 +322,7 @@ class SourceWatcher:
                 return
             self._report(self._rehash_for(event))
         except Exception:
-            log.exception("watch.error", event=repr(event))
+            log.exception("watch.error", fs_event=repr(event))
             try:
                 self._report(self.rescan())
             except Exception:
@@ -313,33 +330,99 @@ class SourceWatcher:
 
     def _rehash_for(self, event: FileSystemEvent) -> frozenset[Path]:
         paths = [Path(os.fsdecode(p)) for p in (event.src_path, event.dest_path) if p]
+        src, dest = paths[0], (paths[1] if len(paths) > 1 else None)
         if not event.is_directory and any(p.name == GITIGNORE for p in paths):
-            log.info("watch.gitignore_changed", paths=[str(p) for p in paths])
-            return self.rescan()
+            # New rules change what is watched: rescan, but only with the file complete.
+            complete = dest or (src if isinstance(event, FileClosedEvent) else None)
+            if complete is not None and complete.name == GITIGNORE:
+                log.info("watch.gitignore_changed", path=str(complete))
+                return self.rescan()
+            with self._lock:
+                self._defer({p for p in paths if p.name == GITIGNORE})
+            return frozenset()
         with self._lock:
-            if event.is_directory:
-                # Everything we knew below the directory, plus whatever is there now.
-                candidates: set[Path] = set()
-                for directory in paths:
-                    candidates.update(p for p in self._snapshot if p.is_relative_to(directory))
-                    candidates.update(self._walk_below(directory))
-            else:
-                candidates = {p for p in paths if self._is_watched(p)}
-            return self._update(candidates)
+            # Hash now only what is complete now: a file just closed after writing, or renamed
+            # into place. What was created, deleted or renamed away may be mid-rewrite (git
+            # checkout unlinks and recreates; some editors rename the old file away first), so
+            # it waits for its close event or for the settle timer.
+            arrived: set[Path] = set()
+            unsettled: set[Path] = set()
+            if isinstance(event, DirCreatedEvent):
+                unsettled.update(self._walk_below(src))
+            elif event.is_directory:  # deleted or moved: what we knew below it, where it went
+                unsettled.update(p for p in self._snapshot if p.is_relative_to(src))
+                if dest is not None:
+                    arrived.update(self._walk_below(dest))
+            elif isinstance(event, FileCreatedEvent | FileDeletedEvent):
+                unsettled.add(src)
+            elif dest is not None:  # moved
+                unsettled.add(src)
+                arrived.add(dest)
+            else:  # closed after writing
+                arrived.add(src)
+            arrived = {p for p in arrived if self._is_watched(p)}
+            self._defer({p for p in unsettled - arrived if self._is_watched(p)})
+            return self._update(arrived)
 
-    def _update(self, candidates: set[Path]) -> frozenset[Path]:
-        """Rehash `candidates` (lock held) and return those whose content changed."""
+    def _update(self, candidates: set[Path], *, final: bool = False) -> frozenset[Path]:
+        """Rehash `candidates` (lock held) and return those whose content changed.
+
+        A file found missing is not reported yet (unless `final`): git checkout and some
+        editors unlink or rename a file away and write it anew a moment later, and the same
+        bytes coming back is no change. The settle timer reports it if it stays away.
+        """
         changed: set[Path] = set()
+        missing: set[Path] = set()
         for path in candidates:
+            self._unsettled.pop(path, None)
             digest = hash_file(path)
             if digest == self._snapshot.get(path):
                 continue
-            if digest is None:
+            if digest is None and not final:
+                missing.add(path)
+            elif digest is None:
                 del self._snapshot[path]
+                changed.add(path)
             else:
                 self._snapshot[path] = digest
-            changed.add(path)
+                changed.add(path)
+        self._defer(missing)
         return frozenset(changed)
+
+    def _defer(self, paths: set[Path]) -> None:
+        """Look at `paths` again after SETTLE_GRACE (lock held)."""
+        if not paths:
+            return
+        due = time.monotonic() + SETTLE_GRACE
+        for path in paths:
+            self._unsettled.setdefault(path, due)
+        self._arm_settle_timer()
+
+    def _arm_settle_timer(self) -> None:
+        if self._settle_timer is not None or not self._unsettled or self._observer is None:
+            return
+        delay = max(0.0, min(self._unsettled.values()) - time.monotonic())
+        self._settle_timer = threading.Timer(delay, self._settle)
+        self._settle_timer.daemon = True
+        self._settle_timer.start()
+
+    def _settle(self) -> None:
+        """Timer thread: report the deferred paths whose grace has run out."""
+        try:
+            with self._lock:
+                self._settle_timer = None
+                now = time.monotonic()
+                due = {p for p, deadline in self._unsettled.items() if deadline <= now}
+                rules_changed = any(p.name == GITIGNORE for p in due)
+                if not rules_changed:
+                    changed = self._update(due, final=True)
+                    self._arm_settle_timer()
+            if rules_changed:
+                log.info("watch.gitignore_changed", paths=sorted(str(p) for p in due))
+                changed = self.rescan()
+            self._report(changed)
+        except Exception:
+            log.exception("watch.error", stage="settle")
 
     def _report(self, changed: frozenset[Path]) -> None:
         if not changed:

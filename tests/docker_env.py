@@ -1,6 +1,6 @@
 """Shared helpers for tests that need the real Docker engine and compose CLI.
 
-Import the fixtures into a test module (`from docker_env import compose_project, demo_images`) or
+Import the fixtures into a test module (`from tests.docker_env import demo_images`) or
 use the plain functions. Nothing here skips: without an engine that answers, a test fails and says
 why (run `scripts/prereqs`, which installs and starts what is missing).
 
@@ -39,7 +39,7 @@ DEMO_PORT_VARS = (
     "DEMO_EMQX_PORT",
     "DEMO_AI_INFERENCE_PORT",
 )
-# Image builds and `up --wait` on a loaded 2-core machine: generous, a passing run never waits it out.
+# Image builds and `up --wait` on a loaded 2-core machine; a passing run never waits this out.
 COMMAND_TIMEOUT = 120.0
 
 
@@ -162,13 +162,23 @@ class ComposeProject:
         """Run `docker compose -p NAME -f ... ARGS` with the project's environment."""
         chosen = self.files if files is None else files
         file_args = [arg for name in chosen for arg in ("-f", str(self.stack_dir / name))]
-        return run(["docker", "compose", "-p", self.name, *file_args, *args], env=self.env, timeout=timeout)
+        return run(
+            ["docker", "compose", "-p", self.name, *file_args, *args], env=self.env, timeout=timeout
+        )
 
     def container_id(self, service: str) -> str:
         """Id of the service's (first) container, '' when there is none."""
         result = run(
-            ["docker", "ps", "-aq", "--no-trunc", "--filter", f"label={PROJECT_LABEL}={self.name}",
-             "--filter", f"label=com.docker.compose.service={service}"],
+            [
+                "docker",
+                "ps",
+                "-aq",
+                "--no-trunc",
+                "--filter",
+                f"label={PROJECT_LABEL}={self.name}",
+                "--filter",
+                f"label=com.docker.compose.service={service}",
+            ],
             timeout=30,
         )
         ids = result.stdout.split()

@@ -7,6 +7,7 @@ commands `make -n` prints for each flow, so a new stack or flow is checked witho
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
@@ -16,7 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-from docker_env import DEMO_STACK, REAL_STACK, REPO_ROOT, run, unique_project
+
+from tests.docker_env import DEMO_STACK, REAL_STACK, REPO_ROOT, run, unique_project
 
 CONFIGS = (REPO_ROOT / "config" / "devsup.yaml", REPO_ROOT / "config" / "demo.yaml")
 STACK_DIRS = (REAL_STACK, DEMO_STACK)
@@ -28,6 +30,8 @@ MAKE_FLOWS = (
     "e2e-skeleton",
     "platform-image",
 )
+# Every layer of a stack directory, in the order the Makefile applies them.
+LAYERS = ("", ".monolith", ".fullstack", ".e2e")
 FULLSTACK_ONLY = {"traefik", "emqx", "ai-inference"}
 # A compose invocation in `make -n` output: project, then -f/--profile options, then the subcommand.
 COMPOSE_CALL = re.compile(r"docker compose -p \S+((?: (?:-f|--profile) \S+)+) (?:up|down|build)\b")
@@ -76,15 +80,18 @@ def make_combinations() -> list[Combination]:
             assert result.returncode == 0, result.stderr
             for match in COMPOSE_CALL.finditer(result.stdout):
                 words = shlex.split(match.group(1))
-                files = tuple(REPO_ROOT / path for opt, path in zip(words, words[1:]) if opt == "-f")
-                profiles = tuple(p for opt, p in zip(words, words[1:]) if opt == "--profile")
+                pairs = list(itertools.pairwise(words))
+                files = tuple(REPO_ROOT / value for opt, value in pairs if opt == "-f")
+                profiles = tuple(value for opt, value in pairs if opt == "--profile")
                 combos.append(Combination(f"make {flow} STACK_DIR={rel}", files, profiles))
     return combos
 
 
 def resolved(combo: Combination) -> dict[str, Any]:
     """`docker compose config` of the combination, as JSON; fails the test on any error."""
-    result = run(["docker", "compose", "-p", unique_project(), *combo.args(), "config", "--format", "json"])
+    result = run(
+        ["docker", "compose", "-p", unique_project(), *combo.args(), "config", "--format", "json"]
+    )
     assert result.returncode == 0, f"{combo.origin}: {result.stderr}"
     parsed: dict[str, Any] = json.loads(result.stdout)
     return parsed
@@ -102,7 +109,12 @@ def test_every_flow_and_stack_is_covered() -> None:
     assert {"devsup.yaml:skeleton", "devsup.yaml:fullstack", "demo.yaml:skeleton"} <= origins
 
 
-@pytest.mark.parametrize("combo", ALL_COMBINATIONS, ids=lambda c: f"{c.origin}[{'+'.join(p.name for p in c.files)}]")
+def combo_id(combo: Combination) -> str:
+    """Test id: who uses the combination, and its files."""
+    return f"{combo.origin}[{'+'.join(path.name for path in combo.files)}]"
+
+
+@pytest.mark.parametrize("combo", ALL_COMBINATIONS, ids=combo_id)
 def test_combination_resolves_with_local_ports(combo: Combination) -> None:
     """The combination passes `docker compose config` and publishes ports on 127.0.0.1 only."""
     services = resolved(combo)["services"]
@@ -140,7 +152,7 @@ def test_real_stack_images_are_pinned() -> None:
     """The real stack names every upstream image with an explicit, non-latest tag."""
     combo = Combination(
         "real",
-        tuple(REAL_STACK / f"docker-compose{layer}.yaml" for layer in ("", ".monolith", ".fullstack", ".e2e")),
+        tuple(REAL_STACK / f"docker-compose{layer}.yaml" for layer in LAYERS),
         ("fullstack",),
     )
     for name, service in resolved(combo)["services"].items():
@@ -153,7 +165,7 @@ def test_demo_stack_never_pulls() -> None:
     """Every demo image is a local devsup-demo image that compose is told never to pull."""
     combo = Combination(
         "demo",
-        tuple(DEMO_STACK / f"docker-compose{layer}.yaml" for layer in ("", ".monolith", ".fullstack", ".e2e")),
+        tuple(DEMO_STACK / f"docker-compose{layer}.yaml" for layer in LAYERS),
         ("fullstack",),
     )
     for name, service in resolved(combo)["services"].items():

@@ -1,4 +1,4 @@
-"""The control socket end to end: paths, permissions, peer uid, framing, errors, concurrency, streams.
+"""The control socket end to end: paths, permissions, peer uid, framing, errors, streams.
 
 Real AF_UNIX sockets throughout; the other-uid peer and the second daemon are real processes.
 """
@@ -34,7 +34,6 @@ from devsupervisor.errors import (
     AlreadyRunning,
     DaemonNotRunning,
     DevsupError,
-    PeerRefused,
     RemoteError,
     SocketPathTooLong,
 )
@@ -148,7 +147,7 @@ def request_line(request_id: Any, cmd: str, args: dict[str, Any] | None = None) 
 
 
 def test_paths_follow_xdg_and_fall_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Socket and state paths come from XDG variables read at call time, with documented defaults."""
+    """Socket and state paths come from XDG variables read at call time, with defaults."""
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     assert paths.socket_path("cj") == Path("/run/user/1000/devsup/cj.sock")
@@ -232,12 +231,14 @@ def test_uid_check_refuses_on_a_real_connection(runtime_dir: Path) -> None:
 
     async def scenario() -> None:
         with capture_logs() as logs:
-            async with serving(allowed_uids=frozenset({NOBODY})) as (server, _):
-                async with connection(server.path) as (reader, writer):
-                    reply = await roundtrip(reader, writer, request_line(1, "status"))
-                    assert reply["ok"] is False
-                    assert reply["error"]["code"] == "forbidden"
-                    assert await asyncio.wait_for(reader.read(), 5) == b""
+            async with (
+                serving(allowed_uids=frozenset({NOBODY})) as (server, _),
+                connection(server.path) as (reader, writer),
+            ):
+                reply = await roundtrip(reader, writer, request_line(1, "status"))
+                assert reply["ok"] is False
+                assert reply["error"]["code"] == "forbidden"
+                assert await asyncio.wait_for(reader.read(), 5) == b""
         refused = [entry for entry in logs if entry["event"] == "control.peer_refused"]
         assert refused[0]["peer_uid"] == os.getuid()
         assert refused[0]["peer_pid"] == os.getpid()
@@ -299,9 +300,8 @@ def test_another_uid_is_refused_as_a_real_process(runtime_dir: Path) -> None:
                 answer = await as_nobody(server.path)
             assert answer.startswith("PeerRefused the devsup daemon refused this user")
             assert f"uid {NOBODY}" in answer
-            assert [e["peer_uid"] for e in logs if e["event"] == "control.peer_refused"] == [
-                NOBODY
-            ]
+            refused = [e["peer_uid"] for e in logs if e["event"] == "control.peer_refused"]
+            assert refused == [NOBODY]
             # Root and the daemon's own user still get in.
             assert (await asyncio.to_thread(call, server.path, "status"))["pid"]
 
@@ -432,14 +432,38 @@ def test_fifty_clients_answered_while_a_slow_command_runs(runtime_dir: Path) -> 
     run(scenario())
 
 
+def test_close_cancels_pending_dispatch_and_hangs_up(
+    runtime_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """close() during a slow dispatch cancels it; the client is told the daemon hung up."""
+
+    async def scenario() -> None:
+        commands = Commands()
+        server = ControlServer(paths.socket_path(PROJECT), commands)
+        await server.start()
+        pending = asyncio.ensure_future(asyncio.to_thread(call, server.path, "slow"))
+        await asyncio.wait_for(commands.slow_started.wait(), 5)
+        await server.close()
+        with pytest.raises(DaemonNotRunning, match="closed the connection before answering"):
+            await asyncio.wait_for(pending, 5)
+        assert not server.path.exists()
+
+    run(scenario())
+    assert not [r for r in caplog.records if r.name == "asyncio"]  # no "Exception in callback"
+
+
 # --- streaming -------------------------------------------------------------------------------
 
 STREAM_EVENTS = 6000
 STREAM_BATCH = 200
 
 
+def caught_up(received: list[list[int]], count: int) -> Callable[[], bool]:
+    return lambda: all(len(seqs) == count for seqs in received)
+
+
 def test_followers_stream_while_one_stalls(runtime_dir: Path) -> None:
-    """3 followers get every event while a 4th never reads; publish never waits; it gets a marker."""
+    """3 followers get every event while a 4th never reads; publish never waits; 4th is marked."""
 
     async def follow(path: Path, received: list[int]) -> None:
         async with connection(path) as (reader, writer):
@@ -467,8 +491,7 @@ def test_followers_stream_while_one_stalls(runtime_dir: Path) -> None:
                 for seq in range(start, start + STREAM_BATCH):
                     commands.events.publish({"event": "tick", "seq": seq, "pad": pad})
                 publishing += time.perf_counter() - began
-                end = start + STREAM_BATCH
-                await wait_until(lambda: all(len(r) == end for r in received), "followers")
+                await wait_until(caught_up(received, start + STREAM_BATCH), "followers")
             await asyncio.gather(*followers)
             assert all(r == list(range(STREAM_EVENTS)) for r in received)
             assert publishing < 1.0  # 6000 publishes to 4 subscribers: no waiting anywhere
@@ -477,10 +500,10 @@ def test_followers_stream_while_one_stalls(runtime_dir: Path) -> None:
             assert stalled_sub.pending <= 500
             assert stalled_sub.dropped > 0
 
-            # The stalled follower wakes up: old events, then the gap's marker, nothing lost silently.
+            # The stalled follower wakes up: old events, then the gap's marker; none lost silently.
             stalled.setblocking(False)
             loop = asyncio.get_running_loop()
-            buffer, seqs, dropped = b"", [], 0
+            buffer, seqs, dropped = b"", list[int](), 0
             while len(seqs) + dropped < STREAM_EVENTS:
                 chunk = await asyncio.wait_for(loop.sock_recv(stalled, 1 << 16), 5)
                 assert chunk, "stream ended early"
@@ -670,7 +693,7 @@ def test_client_call_times_out(runtime_dir: Path) -> None:
     async def scenario() -> None:
         async with serving() as (server, _):
             client = Client(server.path, timeout=0.3)
-            with pytest.raises(DaemonNotRunning, match="did not answer `slow` within 0.3 s"):
+            with pytest.raises(DaemonNotRunning, match=r"did not answer `slow` within 0\.3 s"):
                 await asyncio.to_thread(client.call, "slow")
 
     run(scenario())

@@ -98,7 +98,10 @@ class Harness:
     def settle(self) -> None:
         """Write a new sentinel and wait for it: every earlier event has been handled."""
         self._sentinels += 1
-        sentinel = write(self.root / f"sentinel_{self._sentinels}.go", str(self._sentinels))
+        sentinel = self.root / f"sentinel_{self._sentinels}.go"
+        # Renamed into place, so no event of the sentinel itself is still pending afterwards.
+        temp = write(self.root / ".sentinel.swp", str(self._sentinels))  # an ignored name
+        os.replace(temp, sentinel)
         self.wait_reported(sentinel)
 
     async def _wait(self, predicate: Callable[[], bool], what: str) -> None:
@@ -210,7 +213,7 @@ def test_git_directory_and_extra_ignored_paths(tmp_path: Path) -> None:
 # SourceWatcher with the real observer.
 
 
-def test_one_recursive_watch_and_one_inotify_instance_per_watcher(h: Harness, tmp_path: Path) -> None:
+def test_one_recursive_watch_per_root_and_one_inotify_instance(h: Harness, tmp_path: Path) -> None:
     """Two roots with deep trees: one emitter per root and a single inotify instance in total."""
     other = tmp_path / "other"
     for root in (h.root, other):
@@ -430,3 +433,44 @@ def test_started_log_names_roots_and_file_count(h: Harness) -> None:
     started = [e for e in logs if e["event"] == "watch.started"]
     assert started[0]["files"] == 1
     assert started[0]["roots"] == [str(h.root.resolve())]
+
+
+def test_git_style_unlink_and_recreate_with_same_bytes_reports_nothing(h: Harness) -> None:
+    """git checkout unlinks a file and creates it anew: same bytes back means no change."""
+    files = [write(h.root / "pkg" / f"f{i}.go", f"package pkg // {i}") for i in range(100)]
+    h.watch()
+    for i, path in enumerate(files):
+        path.unlink()
+        path.write_text(f"package pkg // {i}")
+    h.settle()
+    assert not h.reported & set(files)
+
+
+def test_rename_away_save_reports_only_the_file(h: Harness) -> None:
+    """vim with backupcopy=no renames main.go to main.go~ and writes a new main.go."""
+    main = write(h.root / "main.go", "package main // v1")
+    h.watch(include=["**"])
+    os.rename(main, h.root / "main.go~")
+    main.write_text("package main // v2")
+    os.unlink(h.root / "main.go~")
+    h.settle()
+    assert h.reported == {main, h.root / "sentinel_1.go"}
+
+
+def test_file_appearing_without_a_write_is_reported(h: Harness, tmp_path: Path) -> None:
+    """A hard link or symlink creates a file with no close event; the settle timer reports it."""
+    source = write(tmp_path / "outside.go", "package main")
+    h.watch()
+    os.link(source, h.root / "linked.go")
+    os.symlink(source, h.root / "symlinked.go")
+    h.wait_reported(h.root / "linked.go", h.root / "symlinked.go")
+
+
+def test_deleting_a_gitignore_unhides_its_files(h: Harness) -> None:
+    """Removing a .gitignore makes the files it hid watched, and so reported as new."""
+    write(h.root / ".gitignore", "gen.go\n")
+    gen = write(h.root / "gen.go", "package main")
+    watcher = h.watch()
+    assert watcher.watched_count == 0
+    (h.root / ".gitignore").unlink()
+    h.wait_reported(gen)

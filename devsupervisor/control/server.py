@@ -12,8 +12,9 @@ Per connection:
 - A line over MAX_LINE is read through to its newline and discarded, answered `bad_request`, and
   the connection stays usable: a client bug costs one reply, not the connection.
 - A streaming reply owns the connection until the iterator ends (the connection is then closed)
-  or the client goes away (the iterator is then closed at once). Input sent during a stream is
-  ignored.
+  or the client goes away (the iterator is then closed at once). Going away is seen as EOF, so a
+  follower keeps its write side open; input sent during a stream is ignored.
+- `close()` cancels whatever each connection is doing (a pending dispatch, a stream) and hangs up.
 
 One daemon per socket: `start()` takes an exclusive `flock` on `<project>.lock` beside the socket
 (released by the kernel even after `kill -9`), so two daemons starting at once cannot both decide
@@ -223,6 +224,9 @@ class ControlServer:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if self._closing:  # accepted just before close(): do not dispatch into a stopping daemon
+            writer.close()
+            return
         self._connections.add(task)
         try:
             pid, uid, _ = peer_credentials(writer.get_extra_info("socket"))
@@ -278,7 +282,7 @@ class ControlServer:
             await _send_reply(writer, req, reply)
 
     async def _call(self, req: Request) -> Reply:
-        """Run dispatch; errors become error envelopes (returned as plain dicts)."""
+        """Run dispatch; its errors come back as a `_Failure` holding the error envelope."""
         try:
             return await self._dispatch(req)
         except ProtocolError as exc:

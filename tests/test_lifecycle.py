@@ -1,0 +1,223 @@
+"""The host-binary lifecycle on real processes: build first, swap on success, crash handling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+from tests.harness import FIXTURES, DaemonProcess, FakeProject, wait_until
+
+
+def _start(daemon: DaemonProcess, project: FakeProject) -> dict:
+    daemon.start()
+    status = daemon.wait_platform("running")
+    assert project.version() == "v1"
+    return status
+
+
+def test_swap_on_success(daemon: DaemonProcess, fake_project: FakeProject) -> None:
+    """A source change builds, then the new artefact replaces the old one and serves."""
+    first = _start(daemon, fake_project)
+    fake_project.set_source("v2")
+    wait_until(lambda: fake_project.version() == "v2", what="v2 served")
+    status = daemon.wait_platform("running")
+    assert status["platform"]["pid"] != first["platform"]["pid"]
+    assert not psutil.pid_exists(first["platform"]["pid"]) or psutil.Process(
+        first["platform"]["pid"]
+    ).status() == psutil.STATUS_ZOMBIE
+    build = status["platform"]["last_build"]
+    assert build["ok"] and build["trigger"] == [str(fake_project.root / "src" / "app.txt")]
+    reload = status["platform"]["last_reload"]
+    assert set(reload) == {"detect", "build", "stop", "start", "ready", "total"}
+    assert reload["total"] >= reload["build"]
+
+
+def test_failed_build_keeps_old_one_serving(
+    daemon: DaemonProcess, fake_project: FakeProject
+) -> None:
+    """A failed build leaves the old process serving; status shows the compiler's tail."""
+    first = _start(daemon, fake_project)
+    fake_project.set_source("v2 BROKEN")
+    status = daemon.wait_platform("build_failed")
+    assert status["platform"]["pid"] == first["platform"]["pid"]
+    assert "unexpected BROKEN" in status["platform"]["last_build"]["error"]
+    assert fake_project.version() == "v1"
+    failed = daemon.wait_event("build.failed")[-1]
+    assert failed["exit_code"] == 2 and "unexpected BROKEN" in failed["output"]
+    fake_project.set_source("v3")
+    wait_until(lambda: fake_project.version() == "v3", what="v3 served after the fix")
+    assert daemon.wait_platform("running")["platform"]["last_build"]["error"] is None
+
+
+def test_crash_restart_with_backoff(daemon: DaemonProcess, fake_project: FakeProject) -> None:
+    """An unexpected exit is reported with its exit code and restarted."""
+    first = _start(daemon, fake_project)
+    os.kill(first["platform"]["pid"], signal.SIGKILL)
+    exited = daemon.wait_event("platform.exited")[0]
+    assert exited["exit_code"] == -signal.SIGKILL
+    status = wait_until(
+        lambda: (s := daemon.status())["platform"]["restarts"] == 1
+        and s["platform"]["state"] == "running"
+        and s,
+        what="restarted platform",
+    )
+    assert status["platform"]["pid"] != first["platform"]["pid"]
+    assert fake_project.version() == "v1"
+
+
+def test_crashloop_waits_for_a_change(daemon: DaemonProcess, fake_project: FakeProject) -> None:
+    """Five exits within a minute is crashloop; a source change gets it running again."""
+    fake_project.set_source("v1 CRASH")
+    daemon.start()
+    daemon.wait_platform("crashloop", timeout=40)
+    names = daemon.event_names()
+    assert names.count("platform.exited") == 5 and "platform.crashloop" in names
+    fake_project.set_source("v2")
+    wait_until(lambda: fake_project.version() == "v2 CRASH".replace(" CRASH", ""), what="v2")
+    assert daemon.status()["platform"]["state"] == "running"
+
+
+def test_restart_command_leaves_crashloop(daemon: DaemonProcess, fake_project: FakeProject) -> None:
+    """`devsup restart platform` is the other way out of crashloop."""
+    fake_project.set_source("v1 CRASH")
+    daemon.start()
+    daemon.wait_platform("crashloop", timeout=40)
+    # The artefact is fixed behind devsup's back (no watched change), then restarted by hand.
+    (fake_project.root / "bin" / "app.txt").write_text("v9\n")
+    result = daemon.cli("restart", "platform")
+    assert result.returncode == 0, result.stderr
+    assert fake_project.version() == "v9"
+
+
+LAUNCHER = """
+python3 {sleeper} &
+setsid python3 {sleeper} &
+sh -c 'trap "" TERM; python3 {sleeper} --ignore-term' &
+exec python3 {platform}
+"""
+
+
+def test_no_orphans_with_a_forking_launcher(
+    daemon: DaemonProcess, fake_project: FakeProject
+) -> None:
+    """Stopping a platform that forks helpers (one in a new session, one ignoring SIGTERM)
+    leaves none of them running."""
+    launcher = fake_project.root / "launch.sh"
+    launcher.write_text(
+        LAUNCHER.format(sleeper=FIXTURES / "sleeper.py", platform=FIXTURES / "fakeplatform.py")
+    )
+    fake_project.run = f"sh {launcher}"
+    fake_project.stop_timeout = 1
+    fake_project.write_config()
+    _start(daemon, fake_project)
+    root = daemon.status()["platform"]["pid"]
+    tree = wait_until(
+        lambda: len(t := psutil.Process(root).children(recursive=True)) >= 4 and t,
+        what="launcher's helpers running",
+    )
+    pids = [root, *(p.pid for p in tree)]
+    assert daemon.stop() == 0
+
+    def all_gone() -> bool:
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    return False
+            except psutil.NoSuchProcess:
+                pass
+        return True
+
+    wait_until(all_gone, timeout=10, what="every process of the tree gone")
+
+
+def test_sigterm_stops_within_stop_timeout(
+    daemon: DaemonProcess, fake_project: FakeProject
+) -> None:
+    """SIGTERM stops the platform, removes the socket and exits 0 within stop_timeout + 2 s."""
+    status = _start(daemon, fake_project)
+    pid = status["platform"]["pid"]
+    assert daemon.proc is not None
+    started = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(timeout=fake_project.stop_timeout + 2) == 0
+    assert time.monotonic() - started < fake_project.stop_timeout + 2
+    assert not daemon.socket.exists()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_adopts_after_kill9_never_two_platforms(
+    daemon: DaemonProcess, fake_project: FakeProject
+) -> None:
+    """After `kill -9` of the daemon, the next one stops the orphaned platform first."""
+    old = _start(daemon, fake_project)["platform"]["pid"]
+    assert daemon.proc is not None
+    daemon.proc.kill()
+    daemon.proc.wait()
+    assert psutil.Process(old).is_running()  # the orphan still serves
+    second = DaemonProcess(fake_project.config, env=daemon.env, project=fake_project.project)
+    try:
+        second.start()
+        new = second.wait_platform("running")["platform"]["pid"]
+        assert new != old
+        assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
+        assert "platform.orphan_found" in [
+            e["event"] for e in second.logs_of("devsup")
+        ]
+        assert fake_project.version() == "v1"
+    finally:
+        second.stop()
+
+
+def test_second_daemon_refuses(daemon: DaemonProcess, fake_project: FakeProject) -> None:
+    """A second `devsup run` for the same project exits 2 with a clear message."""
+    _start(daemon, fake_project)
+    result = subprocess.run(
+        [sys.executable, "-m", "devsupervisor", "run", "--config", str(fake_project.config)],
+        env=daemon.env, capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    assert "already running" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert daemon.status()["platform"]["state"] == "running"
+
+
+def test_fifty_clients_while_a_build_runs(
+    daemon: DaemonProcess, fake_project: FakeProject
+) -> None:
+    """50 clients at once get status answers while a slow build is running."""
+    _start(daemon, fake_project)
+    (fake_project.root / "build_delay").write_text("3")
+    fake_project.set_source("v2")
+    daemon.wait_platform("building")
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            results.append(daemon.status()["platform"]["state"])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert not errors and len(results) == 50
+    assert set(results) <= {"building", "starting", "running"}
+    wait_until(lambda: fake_project.version() == "v2", what="v2 after the slow build")
+
+
+def test_platform_output_in_logs(daemon: DaemonProcess, fake_project: FakeProject) -> None:
+    """The platform's stdout reaches `devsup logs platform` line by line."""
+    _start(daemon, fake_project)
+    result = wait_until(
+        lambda: "listening" in (r := daemon.cli("logs", "platform", "-n", "10")).stdout and r,
+        what="platform output in logs",
+    )
+    assert "fake platform v1" in result.stdout

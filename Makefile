@@ -45,24 +45,33 @@ STACK_IMAGES := $(if $(wildcard $(STACK_DIR)/build-images),stack-images)
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
 
-install:
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -e '.[dev]'
+# The venv is (re)made when pyproject.toml changes, so `make test` / `make demo` work on a fresh
+# clone without a separate install step.
+INSTALLED := $(VENV)/.installed
 
-lint:
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: prereqs
+test: prereqs $(INSTALLED)
 	examples/demo-stack/build-images
 	$(VENV)/bin/pytest
 
-demo: prereqs
+demo: prereqs $(INSTALLED)
 	examples/demo-stack/build-images
 	$(VENV)/bin/devsup run --config config/demo.yaml
 
-bench:
+bench: prereqs $(INSTALLED)
+	examples/demo-stack/build-images
 	$(VENV)/bin/python benchmarks/run_all.py
 
 prereqs:

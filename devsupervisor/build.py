@@ -60,7 +60,9 @@ async def run_command(
         code = await proc.wait()
         await pump
     except asyncio.CancelledError:
-        await asyncio.shield(stop_tree(proc.pid, stop_signal=signal.SIGKILL, timeout=2, name="build"))
+        await asyncio.shield(
+            stop_tree(proc.pid, stop_signal=signal.SIGKILL, timeout=2, name="build")
+        )
         await asyncio.shield(proc.wait())
         raise
     return BuildResult(code == 0, code, time.monotonic() - started, tuple(lines))

@@ -234,8 +234,10 @@ def cmd_service(args: argparse.Namespace) -> int:
     print(f"unit     {st.unit_path} ({'installed' if st.installed else 'not installed'})")
     if st.exec_start:
         print(f"runs     {st.exec_start}")
-    print(f"enabled  {st.enabled or '-'}   active {st.active or '-'}   manager "
-          f"{'yes' if st.manager else 'no'}")
+    print(
+        f"enabled  {st.enabled or '-'}   active {st.active or '-'}   manager "
+        f"{'yes' if st.manager else 'no'}"
+    )
     return 0
 
 

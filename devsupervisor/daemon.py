@@ -17,6 +17,7 @@ One asyncio event loop owns all state. Nothing else mutates it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shlex
 import signal
@@ -43,8 +44,16 @@ from devsupervisor.watch import SourceWatcher
 log = logs.get_logger()
 
 # Event names that `devsup events` streams: the supervisor's decisions, not its chatter.
-EVENT_PREFIXES = ("change.", "build.", "platform.", "service.", "stack.", "config.", "docker.",
-                  "daemon.")
+EVENT_PREFIXES = (
+    "change.",
+    "build.",
+    "platform.",
+    "service.",
+    "stack.",
+    "config.",
+    "docker.",
+    "daemon.",
+)
 # Platform output is a log stream of its own, not an event.
 OUTPUT_EVENT = "platform.output"
 
@@ -133,8 +142,13 @@ class Daemon:
             self._spawn(self._handle_signals())
             self._spawn(run_watchdog(self.notifier, self.should_exit))
             log.info(
-                "daemon.started", pid=os.getpid(), version=__version__, project=self.project,
-                stack=self.stack_name, socket=str(self.socket_path), log_file=str(self.log_path),
+                "daemon.started",
+                pid=os.getpid(),
+                version=__version__,
+                project=self.project,
+                stack=self.stack_name,
+                socket=str(self.socket_path),
+                log_file=str(self.log_path),
                 config=str(self.config.source),
             )
             await self._stop_previous_platform()
@@ -237,8 +251,7 @@ class Daemon:
         if argv and "/" in argv[0]:
             targets.append((workdir / argv[0]).resolve())
         build = shlex.split(binary.build)
-        targets += [(workdir / v).resolve() for f, v in zip(build, build[1:], strict=False)
-                    if f == "-o"]
+        targets += [(workdir / v).resolve() for f, v in itertools.pairwise(build) if f == "-o"]
         outputs = set(targets)
         for target in targets:
             parent = target.parent
@@ -249,8 +262,11 @@ class Daemon:
     async def _start_watcher(self) -> None:
         watch = self.config.platform.watch
         self._watcher = SourceWatcher(
-            watch.paths, watch.include, watch.ignore,
-            on_change=self._on_source_change, loop=asyncio.get_running_loop(),
+            watch.paths,
+            watch.include,
+            watch.ignore,
+            on_change=self._on_source_change,
+            loop=asyncio.get_running_loop(),
             extra_ignored=self._build_outputs(),
         )
         await asyncio.to_thread(self._watcher.start)
@@ -381,9 +397,14 @@ class Daemon:
             self.platform.status()
             if self.platform is not None
             else {
-                "mode": self.config.stacks[self.stack_name].platform, "state": "stopped",
-                "pid": None, "container": None, "uptime": None, "restarts": 0,
-                "last_build": None, "last_reload": None,
+                "mode": self.config.stacks[self.stack_name].platform,
+                "state": "stopped",
+                "pid": None,
+                "container": None,
+                "uptime": None,
+                "restarts": 0,
+                "last_build": None,
+                "last_reload": None,
             }
         )
         return {
@@ -413,9 +434,9 @@ class Daemon:
             raise KeyError(name)
         return self.logs[name]
 
-    async def follow(self, source: Broadcaster[dict[str, Any]], backlog: int) -> AsyncIterator[
-        dict[str, Any]
-    ]:
+    async def follow(
+        self, source: Broadcaster[dict[str, Any]], backlog: int
+    ) -> AsyncIterator[dict[str, Any]]:
         """Stream `backlog` recent items, then live ones, until the client leaves."""
         async with source.subscribe(backlog=backlog) as sub:
             async for item in sub:

@@ -75,7 +75,7 @@ def configure(
     taps: list[Tap] | None = None,
 ) -> None:
     """Install the pipeline. Called once by the daemon (and by the CLI with no file)."""
-    global _current
+    global _current  # noqa: PLW0603 - structlog's own configuration is process-global too
     if _current is not None:
         _current.close()
     _current = _Fanout(log_file, console, list(taps or []))

@@ -15,6 +15,7 @@ orphans late, and a zombie holds no port and runs no code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -77,15 +78,11 @@ def snapshot_tree(pid: int) -> list[psutil.Process]:
 
 def _signal_all(procs: Iterable[psutil.Process], pgid: int | None, sig: int) -> None:
     if pgid is not None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.send_signal(sig)
-        except psutil.Error:
-            pass
 
 
 async def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:

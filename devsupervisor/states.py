@@ -6,7 +6,7 @@ logic error shows up as an exception in tests instead of a status that lies.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import TypeVar
 
 E = TypeVar("E", bound=Enum)
@@ -16,7 +16,7 @@ class IllegalTransition(RuntimeError):
     """A state change that the table does not allow: a bug in the caller, never user input."""
 
 
-class PlatformState(str, Enum):
+class PlatformState(StrEnum):
     BUILDING = "building"
     STARTING = "starting"
     RUNNING = "running"
@@ -49,7 +49,7 @@ PLATFORM_EDGES: dict[PlatformState, frozenset[PlatformState]] = {
 }
 
 
-class StackState(str, Enum):
+class StackState(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     SWITCHING = "switching"
@@ -72,7 +72,7 @@ STACK_EDGES: dict[StackState, frozenset[StackState]] = {
 }
 
 
-class ServiceState(str, Enum):
+class ServiceState(StrEnum):
     RUNNING = "running"
     STARTING = "starting"
     RESTARTING = "restarting"

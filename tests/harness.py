@@ -28,9 +28,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parent.parent
 
 
-def wait_until(
-    condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition"
-) -> Any:
+def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
     """Poll `condition` until it returns something truthy; fail with `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     delay = 0.01
@@ -94,7 +92,10 @@ class FakeProject:
         self.stop_timeout = 2
         self.run = f"{sys.executable} {FIXTURES / 'fakeplatform.py'}"
         self.build = f"sh {FIXTURES / 'fakebuild.sh'} -o bin/app.txt"
-        self.ready: dict[str, Any] = {"http": f"http://127.0.0.1:{self.port}/healthz", "timeout": 10}
+        self.ready: dict[str, Any] = {
+            "http": f"http://127.0.0.1:{self.port}/healthz",
+            "timeout": 10,
+        }
         self.include = ["src/**"]
         self.ignore = ["bin/**"]
         self.debounce = 0.1
@@ -176,7 +177,11 @@ class DaemonProcess:
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "devsupervisor", *args, "--project", self.project],
-            env=self.env, capture_output=True, text=True, timeout=timeout,
+            check=False,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def client(self, timeout: float | None = 10) -> Client:

@@ -28,9 +28,10 @@ def test_swap_on_success(daemon: DaemonProcess, fake_project: FakeProject) -> No
     wait_until(lambda: fake_project.version() == "v2", what="v2 served")
     status = daemon.wait_platform("running")
     assert status["platform"]["pid"] != first["platform"]["pid"]
-    assert not psutil.pid_exists(first["platform"]["pid"]) or psutil.Process(
-        first["platform"]["pid"]
-    ).status() == psutil.STATUS_ZOMBIE
+    assert (
+        not psutil.pid_exists(first["platform"]["pid"])
+        or psutil.Process(first["platform"]["pid"]).status() == psutil.STATUS_ZOMBIE
+    )
     build = status["platform"]["last_build"]
     assert build["ok"] and build["trigger"] == [str(fake_project.root / "src" / "app.txt")]
     reload = status["platform"]["last_reload"]
@@ -62,9 +63,11 @@ def test_crash_restart_with_backoff(daemon: DaemonProcess, fake_project: FakePro
     exited = daemon.wait_event("platform.exited")[0]
     assert exited["exit_code"] == -signal.SIGKILL
     status = wait_until(
-        lambda: (s := daemon.status())["platform"]["restarts"] == 1
-        and s["platform"]["state"] == "running"
-        and s,
+        lambda: (
+            (s := daemon.status())["platform"]["restarts"] == 1
+            and s["platform"]["state"] == "running"
+            and s
+        ),
         what="restarted platform",
     )
     assert status["platform"]["pid"] != first["platform"]["pid"]
@@ -166,9 +169,7 @@ def test_adopts_after_kill9_never_two_platforms(
         new = second.wait_platform("running")["platform"]["pid"]
         assert new != old
         assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
-        assert "platform.orphan_found" in [
-            e["event"] for e in second.logs_of("devsup")
-        ]
+        assert "platform.orphan_found" in [e["event"] for e in second.logs_of("devsup")]
         assert fake_project.version() == "v1"
     finally:
         second.stop()
@@ -179,16 +180,18 @@ def test_second_daemon_refuses(daemon: DaemonProcess, fake_project: FakeProject)
     _start(daemon, fake_project)
     result = subprocess.run(
         [sys.executable, "-m", "devsupervisor", "run", "--config", str(fake_project.config)],
-        env=daemon.env, capture_output=True, text=True, timeout=30,
+        check=False,
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert "already running" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert daemon.status()["platform"]["state"] == "running"
 
 
-def test_fifty_clients_while_a_build_runs(
-    daemon: DaemonProcess, fake_project: FakeProject
-) -> None:
+def test_fifty_clients_while_a_build_runs(daemon: DaemonProcess, fake_project: FakeProject) -> None:
     """50 clients at once get status answers while a slow build is running."""
     _start(daemon, fake_project)
     (fake_project.root / "build_delay").write_text("3")

@@ -13,9 +13,7 @@ def _start(daemon: DaemonProcess, project: FakeProject) -> None:
     assert project.version() == "v1"
 
 
-def test_same_content_saves_build_nothing(
-    daemon: DaemonProcess, fake_project: FakeProject
-) -> None:
+def test_same_content_saves_build_nothing(daemon: DaemonProcess, fake_project: FakeProject) -> None:
     """A touch or a same-content rewrite starts no build; the next real edit starts one."""
     _start(daemon, fake_project)
     before = fake_project.builds("started")
@@ -94,9 +92,7 @@ def test_build_outputs_never_trigger_a_build(
     assert daemon.event_names().count("build.started") == 3
 
 
-def test_pause_holds_changes_until_resume(
-    daemon: DaemonProcess, fake_project: FakeProject
-) -> None:
+def test_pause_holds_changes_until_resume(daemon: DaemonProcess, fake_project: FakeProject) -> None:
     """While paused a change is counted as pending and not built; resume builds it."""
     _start(daemon, fake_project)
     assert daemon.cli("pause").returncode == 0

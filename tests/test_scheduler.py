@@ -59,8 +59,10 @@ def make(debounce: float = 0.1) -> tuple[ReloadScheduler, FakeTimers, list[list[
     timers = FakeTimers()
     fired: list[list[Path]] = []
     sched = ReloadScheduler(
-        debounce, lambda paths, first: fired.append(paths),
-        clock=timers.clock, call_later=timers.call_later,
+        debounce,
+        lambda paths, first: fired.append(paths),
+        clock=timers.clock,
+        call_later=timers.call_later,
     )
     return sched, timers, fired
 

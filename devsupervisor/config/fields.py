@@ -25,7 +25,7 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h
 _DURATION_WITH_UNIT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*")
 
 
-class Invalid(Exception):  # noqa: N818 - internal signal, never escapes the config package
+class Invalid(Exception):
     """A value failed a check at `path`. Internal: `load.py` converts it into a ConfigError."""
 
     def __init__(

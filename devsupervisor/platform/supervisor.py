@@ -253,8 +253,11 @@ class PlatformSupervisor:
         await self.target.start()
         self._started_at = self._clock()
         log.info(
-            "platform.started", pid=self.target.pid, container=self.target.container,
-            mode=self.target.mode, trigger=trigger,
+            "platform.started",
+            pid=self.target.pid,
+            container=self.target.container,
+            mode=self.target.mode,
+            trigger=trigger,
         )
         try:
             await self.target.wait_ready()
@@ -265,7 +268,9 @@ class PlatformSupervisor:
             return False
         self._set(PlatformState.RUNNING)
         log.info(
-            "platform.ready", pid=self.target.pid, container=self.target.container,
+            "platform.ready",
+            pid=self.target.pid,
+            container=self.target.container,
             after=round(self._clock() - self._started_at, 4),
         )
         return True

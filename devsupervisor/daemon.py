@@ -32,12 +32,14 @@ from devsupervisor.broadcast import Broadcaster, drop_marker
 from devsupervisor.config.model import Config
 from devsupervisor.control.commands import dispatcher
 from devsupervisor.control.server import ControlServer
-from devsupervisor.errors import OperationFailed, UsageError
+from devsupervisor.errors import DevsupError, OperationFailed, UsageError
 from devsupervisor.notify import Notifier, run_watchdog
 from devsupervisor.platform.binary import BinaryTarget
+from devsupervisor.platform.container import ContainerTarget
 from devsupervisor.platform.supervisor import PlatformSupervisor
 from devsupervisor.platform.target import PlatformTarget
 from devsupervisor.process import ProcessIdentity, stop_tree
+from devsupervisor.stack import StackManager
 from devsupervisor.states import STACK_EDGES, StackState, transition
 from devsupervisor.watch import SourceWatcher
 
@@ -92,8 +94,14 @@ class Daemon:
         self._signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
         self._server = ControlServer(self.socket_path, dispatcher(self))
         self._watcher: SourceWatcher | None = None
-        self._targets: dict[str, PlatformTarget] = {}
+        self.stacks = StackManager(config, on_output=self._compose_output)
         self.platform: PlatformSupervisor | None = None
+        # The previous stack's platform, kept serving until the new one is built and starts.
+        self._retiring: PlatformSupervisor | None = None
+        self.stack_error: str | None = None
+        self.paused = False
+        self.services: list[dict[str, Any]] = []
+        self.docker_status: dict[str, Any] = {"available": False, "error": None}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def _initial_stack(self) -> str:
@@ -126,6 +134,9 @@ class Daemon:
 
     def _build_output(self, line: str) -> None:
         log.debug("build.output", line=line)
+
+    def _compose_output(self, line: str) -> None:
+        log.debug("compose.output", line=line)
 
     # -- run --------------------------------------------------------------------------------
 
@@ -181,6 +192,12 @@ class Daemon:
         self.notifier.stopping("stopping")
         if self.platform is not None:
             await self.platform.stop()
+        await self._retire_old_platform()
+        if self.down_on_exit:
+            try:
+                await self.stacks.down(self.stack_name)
+            except DevsupError as exc:
+                log.error("stack.down_failed", stack=self.stack_name, reason=str(exc))
         if self._watcher is not None:
             await asyncio.to_thread(self._watcher.stop)
         self._save_state()
@@ -222,18 +239,21 @@ class Daemon:
 
     # -- platform ---------------------------------------------------------------------------
 
-    def _binary_target(self) -> BinaryTarget:
+    def _make_target(self, mode: str, stack: str) -> PlatformTarget:
+        if mode == "binary":
+            binary = self.config.platform.binary
+            assert binary is not None, "validation requires platform.binary for binary stacks"
+            return BinaryTarget(binary, on_output=self._platform_output)
+        container = self.config.platform.container
+        assert container is not None, "validation requires platform.container for those stacks"
         binary = self.config.platform.binary
-        assert binary is not None, "config validation requires platform.binary for binary stacks"
-        return BinaryTarget(binary, on_output=self._platform_output)
-
-    def _target_for(self, mode: str) -> PlatformTarget:
-        if mode not in self._targets:
-            if mode == "binary":
-                self._targets[mode] = self._binary_target()
-            else:
-                raise UsageError(f"platform mode {mode!r} is not supported yet")
-        return self._targets[mode]
+        return ContainerTarget(
+            self.stacks.compose_for(stack),
+            container.service,
+            prebuild=container.prebuild,
+            workdir=binary.workdir if binary is not None else None,
+            on_output=self._platform_output,
+        )
 
     def _build_outputs(self) -> list[Path]:
         """Files the build writes: never a reason to build again (no feedback loop).
@@ -320,23 +340,58 @@ class Daemon:
             self.stack_state = transition(STACK_EDGES, self.stack_state, state)
             self.notifier.status(self.summary())
 
-    async def enter_stack(self, name: str) -> bool:
-        """Bring up `name`'s services, then its platform; True when both are up."""
-        stack = self.config.stacks[name]
-        mode = stack.platform
-        target = self._target_for(mode)
-        fingerprint = self._fingerprint()
+    async def enter_stack(self, name: str, previous: str | None = None) -> bool:
+        """Bring up `name`'s services, then its platform; True when both are up.
+
+        On a switch the old platform keeps serving until the new one is built: it is stopped
+        just before the new one starts (no port clash), and not at all if the build fails.
+        """
+        self.stack_error = None
+        try:
+            await self.stacks.bring_up(name, previous)
+        except DevsupError as exc:
+            self.stack_error = str(exc)
+            log.error("stack.failed", stack=name, reason=str(exc))
+            self._set_stack_state(StackState.DEGRADED)
+            return False
+        mode = self.config.stacks[name].platform
+        old = self.platform
+        if old is not None:
+            self._retiring = old
+            old.scheduler.pause()
         self.platform = PlatformSupervisor(
-            target,
+            self._make_target(mode, name),
             debounce=self.config.platform.watch.debounce,
             on_output=self._build_output,
             on_built=lambda: self._on_built(mode, self._fingerprint()),
             on_state=self._on_platform_state,
+            before_start=self._retire_old_platform if old is not None else None,
         )
-        stale = self.saved.builds.get(mode) != fingerprint
+        if self.paused:
+            self.platform.scheduler.pause()
+        stale = self.saved.builds.get(mode) != self._fingerprint()
         ok = await self.platform.enter(build_first=stale)
+        await self._refresh_services()
+        if not ok:
+            self.stack_error = f"platform {self.platform.state.value}"
         self._set_stack_state(StackState.RUNNING if ok else StackState.DEGRADED)
         return ok
+
+    async def _refresh_services(self) -> None:
+        """Services of the chosen stack as compose reports them (the status `services` list)."""
+        try:
+            containers = await self.stacks.containers(self.stack_name)
+        except DevsupError as exc:
+            self.docker_status = {"available": False, "error": str(exc)}
+            return
+        wanted = await self.stacks.services_of(self.stack_name)
+        by_service = {str(c.get("Service")): c for c in containers}
+        self.services = [_service_entry(name, by_service.get(name)) for name in wanted]
+
+    async def _retire_old_platform(self) -> None:
+        old, self._retiring = self._retiring, None
+        if old is not None:
+            await old.stop()
 
     async def switch(self, name: str, *, wait: bool = True) -> dict[str, Any]:
         """Move to stack `name`; with `wait`, return when it is up (raise if it failed)."""
@@ -352,14 +407,20 @@ class Daemon:
 
     async def _switch(self, name: str) -> bool:
         previous = self.stack_name
+        started = time.monotonic()
         self._set_stack_state(StackState.SWITCHING)
         log.info("stack.switching", stack=name, previous=previous)
-        if self.platform is not None:
-            await self.platform.stop()
         self.stack_name = name
         self._save_state()
-        ok = await self.enter_stack(name)
-        log.info("stack.switched", stack=name, previous=previous, ok=ok)
+        ok = await self.enter_stack(name, previous)
+        log.info(
+            "stack.switched",
+            stack=name,
+            previous=previous,
+            ok=ok,
+            reason=self.stack_error,
+            duration=round(time.monotonic() - started, 3),
+        )
         return ok
 
     async def restart(self, name: str) -> dict[str, Any]:
@@ -373,12 +434,14 @@ class Daemon:
         return self.platform.status()
 
     def pause(self) -> dict[str, Any]:
+        self.paused = True
         if self.platform is not None:
             self.platform.scheduler.pause()
         log.info("watch.paused")
         return {"paused": True}
 
     def resume(self) -> dict[str, Any]:
+        self.paused = False
         if self.platform is not None:
             self.platform.scheduler.resume()
         log.info("watch.resumed")
@@ -412,13 +475,13 @@ class Daemon:
             "stack": self.stack_name,
             "state": self.stack_state.value,
             "platform": platform,
-            "services": [],
+            "services": self.services,
             "watcher": {
                 "paused": self.platform.scheduler.paused if self.platform else False,
                 "paths": [str(p) for p in watch.paths],
                 "pending": self.platform.scheduler.pending if self.platform else 0,
             },
-            "docker": {"available": False, "error": "not used by this stack"},
+            "docker": self.docker_status,
             "config_error": self.config_error,
             "daemon": {
                 "pid": os.getpid(),
@@ -441,3 +504,25 @@ class Daemon:
         async with source.subscribe(backlog=backlog) as sub:
             async for item in sub:
                 yield item
+
+
+def _service_entry(name: str, container: dict[str, Any] | None) -> dict[str, Any]:
+    """One `services` entry of the status object from `docker compose ps` output."""
+    if container is None:
+        state, health, cid = "stopped", "none", None
+    else:
+        raw = str(container.get("State", ""))
+        state = {"running": "running", "restarting": "restarting", "created": "starting"}.get(
+            raw, "exited"
+        )
+        health = str(container.get("Health") or "none")
+        cid = str(container.get("ID") or "") or None
+    return {
+        "name": name,
+        "state": state,
+        "health": health,
+        "restarts": 0,
+        "container": cid,
+        "since": None,
+        "reason": None,
+    }

@@ -182,7 +182,9 @@ _COMPOUND = set(";&|()<>`\n")
 
 def shell_command(command: str) -> str:
     """`exec` a simple command so the pid devsup reports is the program, not a waiting shell."""
-    if any(ch in _COMPOUND for ch in command):
+    first = command.split(maxsplit=1)[0] if command.strip() else ""
+    # `VAR=x cmd` cannot follow exec; such commands keep their shell too.
+    if any(ch in _COMPOUND for ch in command) or "=" in first:
         return command
     return f"exec {command}"
 

@@ -22,6 +22,7 @@ PUMP_DRAIN_TIMEOUT = 0.5
 
 class BinaryTarget:
     mode: PlatformMode = "binary"
+    recreates_in_place = False
 
     def __init__(self, config: BinaryConfig, *, on_output: LineSink) -> None:
         self._config = config

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -51,6 +51,7 @@ class PlatformSupervisor:
         on_output: Callable[[str], None] = lambda line: None,
         on_built: Callable[[], None] = lambda: None,
         on_state: Callable[[], None] = lambda: None,
+        before_start: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -64,6 +65,8 @@ class PlatformSupervisor:
         self._on_build_line = on_output
         self._on_built = on_built
         self._on_state = on_state
+        # Run once, right before the first start: stops the previous stack's platform.
+        self._before_start = before_start
         loop = asyncio.get_running_loop()
         self.scheduler = ReloadScheduler(
             debounce, self._on_fire, clock=clock, call_later=loop.call_later
@@ -216,7 +219,8 @@ class PlatformSupervisor:
         if self._restart_task is not None and not self._restart_task.done():
             await asyncio.wait({self._restart_task})
         t_stop = self._clock()
-        await self.target.stop()
+        if not self.target.recreates_in_place:
+            await self.target.stop()
         t_start = self._clock()
         ok = await self._start_and_wait(trigger=trigger)
         if ok:
@@ -250,6 +254,9 @@ class PlatformSupervisor:
 
     async def _start_and_wait(self, *, trigger: list[str] | None) -> bool:
         self._set(PlatformState.STARTING)
+        if self._before_start is not None:
+            hook, self._before_start = self._before_start, None
+            await hook()
         await self.target.start()
         self._started_at = self._clock()
         log.info(

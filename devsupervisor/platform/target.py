@@ -18,6 +18,9 @@ ExitSink = Callable[[int | None], None]
 
 class PlatformTarget(Protocol):
     mode: PlatformMode
+    # True when `start` replaces a running instance itself (compose recreate), so a swap skips
+    # the separate stop.
+    recreates_in_place: bool
 
     async def build(self, on_line: LineSink) -> BuildResult:
         """Produce a new artefact while the current one keeps serving. Cancellable."""

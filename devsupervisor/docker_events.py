@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -83,7 +84,7 @@ def parse_event(raw: dict[str, Any]) -> ContainerEvent | None:
         container_id=str(actor.get("ID") or raw.get("id") or ""),
         service=service,
         time=time_ns / 1e9,
-        health=detail.strip() or None if action == "health_status" else None,
+        health=(detail.strip() or None) if action == "health_status" else None,
         exit_code=int(exit_code) if exit_code is not None and exit_code.isdigit() else None,
         signal=attrs.get("signal") if action == "kill" else None,
         name=attrs.get("name", ""),
@@ -189,6 +190,9 @@ class DockerEventSource:
             raise RuntimeError("stopping")
         client.ping()
         since = None if self._last_ns is None else _since_param(self._last_ns)
+        # Taken before subscribing, so the first resume point cannot be later than the stream's
+        # first event (the engine runs on this host: same clock).
+        began_ns = time.time_ns()
         stream = client.events(
             decode=True,
             since=since,
@@ -204,7 +208,7 @@ class DockerEventSource:
             raise RuntimeError("stopping")
         if self._last_ns is None:
             # Nothing seen yet: a later resubscription resumes from the moment this one began.
-            self._last_ns = int(client.api.time_ns()) if hasattr(client.api, "time_ns") else None
+            self._last_ns = began_ns
         return iter(stream)
 
     def _pump(self, stream: Iterator[dict[str, Any]]) -> str:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.docker_env import compose_project, demo_images, docker_engine  # noqa: F401
 from tests.harness import DaemonProcess, FakeProject
+from tests.stack_env import demo_stack  # noqa: F401
 
 
 @pytest.fixture

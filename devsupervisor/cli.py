@@ -25,6 +25,7 @@ from devsupervisor.errors import (
     DevsupError,
     UsageError,
 )
+from devsupervisor.progress import Progress
 from devsupervisor.status_view import render
 
 # How long `devsup stop` waits for the daemon to be gone before saying so.
@@ -129,8 +130,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_switch(args: argparse.Namespace) -> int:
     wait = not args.no_wait
-    with Client(_socket_for(args), timeout=None if wait else 10) as client:
-        result = client.call("switch", {"stack": args.stack, "wait": wait})
+    socket = _socket_for(args)
+    with Client(socket, timeout=None if wait else 10) as client:
+        if wait:
+            with Progress(socket, f"switching to {args.stack}"):
+                result = client.call("switch", {"stack": args.stack, "wait": wait})
+        else:
+            result = client.call("switch", {"stack": args.stack, "wait": wait})
     if wait:
         print(f"stack {result['stack']}: {result['state']}, platform {result['platform']['state']}")
     else:
@@ -139,7 +145,8 @@ def cmd_switch(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    with Client(_socket_for(args), timeout=None) as client:
+    socket = _socket_for(args)
+    with Client(socket, timeout=None) as client, Progress(socket, "rebuilding"):
         result = client.call("rebuild")
     build = result.get("last_build") or {}
     print(f"platform {result['state']} (build {build.get('duration', 0):.2f}s)")

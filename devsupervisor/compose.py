@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,8 @@ class ComposeFiles:
     profiles: tuple[str, ...] = ()
 
     def argv(self, *subcommand: str) -> list[str]:
-        args = ["docker", "compose", "-p", self.project]
+        # --ansi never: devsup's logs and `devsup logs` are not terminals.
+        args = ["docker", "compose", "--ansi", "never", "-p", self.project]
         for file in self.files:
             args += ["-f", str(file)]
         for profile in self.profiles:
@@ -115,6 +116,36 @@ class Compose:
     async def down(self) -> None:
         """Stop and remove the project's containers and network; volumes are kept."""
         await self._check("down", "--remove-orphans")
+
+    async def logs(self, service: str, lines: int) -> list[str]:
+        """The last `lines` log lines of a service's container."""
+        proc = await asyncio.create_subprocess_exec(
+            *self.model.argv(
+                "logs", "--no-color", "--no-log-prefix", "--tail", str(lines), service
+            ),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        return out.decode(errors="replace").splitlines()
+
+    async def follow_logs(self, service: str, lines: int) -> AsyncIterator[str]:
+        """Recent lines, then new ones as the container writes them, until the caller stops."""
+        proc = await asyncio.create_subprocess_exec(
+            *self.model.argv(
+                "logs", "--no-color", "--no-log-prefix", "--follow", "--tail", str(lines), service
+            ),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert proc.stdout is not None
+        try:
+            async for raw in proc.stdout:
+                yield raw.decode(errors="replace").rstrip("\n")
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
 
     async def ps(self) -> list[dict[str, object]]:
         """Containers of the project (all states), as compose reports them."""

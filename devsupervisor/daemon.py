@@ -492,10 +492,39 @@ class Daemon:
             },
         }
 
-    def log_source(self, name: str) -> Broadcaster[dict[str, Any]]:
-        if name not in self.logs:
-            raise KeyError(name)
-        return self.logs[name]
+    async def read_logs(self, name: str, lines: int, *, follow: bool) -> Any:
+        """Recent log lines of `platform`, `devsup` or a compose service; with `follow`, an
+        async iterator that goes on with new ones.
+
+        Raises:
+            UsageError: no such log source in the current stack.
+        """
+        if (
+            self.platform is not None
+            and name == "platform"
+            and self.platform.target.mode == ("container")
+        ):
+            return await self._service_logs(self.stacks.platform_service, lines, follow)
+        if name in self.logs:
+            source = self.logs[name]
+            return self.follow(source, backlog=lines) if follow else source.recent(lines)
+        if name in await self.stacks.services_of(self.stack_name):
+            return await self._service_logs(name, lines, follow)
+        known = [*self.logs, *await self.stacks.services_of(self.stack_name)]
+        raise UsageError(f"no log source {name!r} (sources: {', '.join(known)})")
+
+    async def _service_logs(self, service: str, lines: int, follow: bool) -> Any:
+        compose = self.stacks.compose_for(self.stack_name)
+        if not follow:
+            return [
+                {"source": service, "line": line} for line in await compose.logs(service, lines)
+            ]
+
+        async def stream() -> AsyncIterator[dict[str, Any]]:
+            async for line in compose.follow_logs(service, lines):
+                yield {"source": service, "line": line}
+
+        return stream()
 
     async def follow(
         self, source: Broadcaster[dict[str, Any]], backlog: int

@@ -168,10 +168,10 @@ class ServiceSupervisor:
         """
         self._docker_available = True
         by_service: dict[str, ContainerInfo] = {}
-        for info in containers:
-            best = by_service.get(info.service)
-            if best is None or _preferred(info, best):
-                by_service[info.service] = info
+        for listed in containers:
+            best = by_service.get(listed.service)
+            if best is None or _preferred(listed, best):
+                by_service[listed.service] = listed
         down: list[str] = []
         for name, svc in self._services.items():
             info = by_service.get(name)
@@ -190,6 +190,11 @@ class ServiceSupervisor:
             svc.move(_S.EXITED, why, self._wall())
             down.append(name)
         return down
+
+    def container_of(self, name: str) -> str | None:
+        """Full id of the service's current container, as the events and listings last said."""
+        svc = self._services.get(name)
+        return svc.container if svc is not None else None
 
     def status(self) -> list[dict[str, Any]]:
         """The `services` entries of the status object (PRODUCT.md), in stack order."""

@@ -90,19 +90,13 @@ async def _resume(daemon: Daemon, args: dict[str, Any]) -> Reply:
 
 
 async def _logs(daemon: Daemon, args: dict[str, Any]) -> Reply:
-    name = args.get("name") or "platform"
     lines = args.get("lines")
     lines = DEFAULT_LINES if lines is None else lines
     if not 0 <= lines <= MAX_LINES:
         raise ProtocolError(BAD_ARGS, f"argument 'lines' must be 0..{MAX_LINES}, got {lines}")
-    try:
-        source = daemon.log_source(name)
-    except KeyError:
-        known = ", ".join(daemon.logs)
-        raise ProtocolError(BAD_ARGS, f"no log source {name!r} (sources: {known})") from None
-    if args.get("follow"):
-        return daemon.follow(source, backlog=lines)
-    return source.recent(lines)
+    return await daemon.read_logs(
+        args.get("name") or "platform", lines, follow=bool(args.get("follow"))
+    )
 
 
 async def _events(daemon: Daemon, args: dict[str, Any]) -> Reply:

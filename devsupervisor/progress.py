@@ -1,0 +1,106 @@
+"""Progress for long CLI operations (`switch`, `rebuild`): what the daemon does, as it does it.
+
+While the request runs, a second connection follows the daemon's events and prints the ones
+that tell progress (services starting, builds, the platform coming up). On a TTY a live status
+line shows the elapsed time; elsewhere (CI logs, pipes) only plain lines are printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+from devsupervisor.control.client import Client
+from devsupervisor.errors import DevsupError
+
+# Events worth a line while someone waits on a switch or a rebuild.
+SHOWN = (
+    "stack.removing",
+    "stack.starting",
+    "stack.failed",
+    "build.started",
+    "build.succeeded",
+    "build.failed",
+    "platform.started",
+    "platform.ready",
+    "service.",
+)
+# How often the TTY status line's clock ticks.
+TICK = 0.1
+
+
+def describe(event: dict[str, Any]) -> str:
+    name = str(event.get("event", ""))
+    details = []
+    for key in ("stack", "services", "trigger", "duration", "pid", "container", "reason"):
+        value = event.get(key)
+        if value not in (None, [], ""):
+            if isinstance(value, list):
+                value = ", ".join(str(v) for v in value[:5])
+            if key == "container" and isinstance(value, str):
+                value = value[:12]
+            details.append(f"{key}={value}")
+    return f"{name} {' '.join(details)}".rstrip()
+
+
+class Progress:
+    def __init__(self, socket: Path, title: str, out: TextIO = sys.stdout) -> None:
+        self._socket = socket
+        self._title = title
+        self._out = out
+        self._tty = out.isatty()
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._client: Client | None = None
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> Progress:
+        self._client = Client(self._socket, timeout=None)
+        self._threads.append(threading.Thread(target=self._follow, daemon=True))
+        if self._tty:
+            self._threads.append(threading.Thread(target=self._tick, daemon=True))
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._client is not None:
+            self._client.close()  # unblocks the follower's read
+        for thread in self._threads:
+            thread.join(timeout=2)
+        if self._tty:
+            self._write("\r\x1b[K")
+
+    def _elapsed(self) -> str:
+        return f"{time.monotonic() - self._started:5.1f}s"
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            self._out.write(text)
+            self._out.flush()
+
+    def _follow(self) -> None:
+        assert self._client is not None
+        with contextlib.suppress(DevsupError, OSError, ValueError):
+            for event in self._client.stream("events", {"follow": True}):
+                if self._stop.is_set():
+                    return
+                if str(event.get("event", "")).startswith(SHOWN):
+                    prefix = "\r\x1b[K" if self._tty else ""
+                    self._write(f"{prefix}[{self._elapsed()}] {describe(event)}\n")
+
+    def _tick(self) -> None:
+        while not self._stop.wait(TICK):
+            self._write(f"\r\x1b[K{self._title} {self._elapsed()}")

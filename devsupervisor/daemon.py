@@ -29,10 +29,12 @@ from typing import Any, TextIO
 
 from devsupervisor import __version__, logs, paths, statefile
 from devsupervisor.broadcast import Broadcaster, drop_marker
+from devsupervisor.config import load_config
 from devsupervisor.config.model import Config
+from devsupervisor.config_watch import ConfigWatch
 from devsupervisor.control.commands import dispatcher
 from devsupervisor.control.server import ControlServer
-from devsupervisor.errors import DevsupError, OperationFailed, UsageError
+from devsupervisor.errors import ConfigError, DevsupError, OperationFailed, UsageError
 from devsupervisor.notify import Notifier, run_watchdog
 from devsupervisor.platform.binary import BinaryTarget
 from devsupervisor.platform.container import ContainerTarget
@@ -103,6 +105,9 @@ class Daemon:
         self.services: list[dict[str, Any]] = []
         self.docker_status: dict[str, Any] = {"available": False, "error": None}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Switches and live reloads change the stack one at a time.
+        self._op_lock = asyncio.Lock()
+        self._definitions: ConfigWatch | None = None
 
     def _initial_stack(self) -> str:
         if self._requested_stack is not None:
@@ -164,6 +169,10 @@ class Daemon:
             )
             await self._stop_previous_platform()
             await self._start_watcher()
+            self._definitions = ConfigWatch(
+                self.config, on_change=self._on_definition_change, loop=asyncio.get_running_loop()
+            )
+            await asyncio.to_thread(self._definitions.start)
             self._spawn(self._enter_initial_stack())
             await self.should_exit.wait()
             await self._shutdown()
@@ -182,7 +191,8 @@ class Daemon:
         return task
 
     async def _enter_initial_stack(self) -> None:
-        ok = await self.enter_stack(self.stack_name)
+        async with self._op_lock:
+            ok = await self.enter_stack(self.stack_name)
         self.notifier.ready(self.summary())
         log.info("daemon.ready", stack=self.stack_name, ok=ok)
 
@@ -200,6 +210,8 @@ class Daemon:
                 log.error("stack.down_failed", stack=self.stack_name, reason=str(exc))
         if self._watcher is not None:
             await asyncio.to_thread(self._watcher.stop)
+        if self._definitions is not None:
+            await asyncio.to_thread(self._definitions.stop)
         self._save_state()
         log.info("daemon.stopped")
 
@@ -341,12 +353,17 @@ class Daemon:
             self.notifier.status(self.summary())
 
     async def enter_stack(self, name: str, previous: str | None = None) -> bool:
-        """Bring up `name`'s services, then its platform; True when both are up.
-
-        On a switch the old platform keeps serving until the new one is built: it is stopped
-        just before the new one starts (no port clash), and not at all if the build fails.
-        """
+        """Bring up `name`'s services, then its platform; True when both are up."""
         self.stack_error = None
+        if not await self._apply_services(name, previous):
+            return False
+        ok = await self._apply_platform(name)
+        self._set_stack_state(StackState.RUNNING if ok else StackState.DEGRADED)
+        return ok
+
+    async def _apply_services(self, name: str, previous: str | None) -> bool:
+        """`up` the stack's services (compose recreates only what changed); False on failure,
+        with everything that already ran left running."""
         try:
             await self.stacks.bring_up(name, previous)
         except DevsupError as exc:
@@ -354,6 +371,16 @@ class Daemon:
             log.error("stack.failed", stack=name, reason=str(exc))
             self._set_stack_state(StackState.DEGRADED)
             return False
+        finally:
+            await self._refresh_services()
+        return True
+
+    async def _apply_platform(self, name: str) -> bool:
+        """Run the platform in `name`'s mode with the current config.
+
+        A platform already running keeps serving until the new one is built: it is stopped just
+        before the new one starts (no port clash), and not at all if the build fails.
+        """
         mode = self.config.stacks[name].platform
         old = self.platform
         if old is not None:
@@ -371,11 +398,75 @@ class Daemon:
             self.platform.scheduler.pause()
         stale = self.saved.builds.get(mode) != self._fingerprint()
         ok = await self.platform.enter(build_first=stale)
-        await self._refresh_services()
         if not ok:
             self.stack_error = f"platform {self.platform.state.value}"
-        self._set_stack_state(StackState.RUNNING if ok else StackState.DEGRADED)
         return ok
+
+    # -- live reloads -----------------------------------------------------------------------
+
+    def _on_definition_change(self, changed: frozenset[Path]) -> None:
+        config_changed = self.config.source is not None and self.config.source.resolve() in {
+            p.resolve() for p in changed
+        }
+        self._spawn(self._reload(config_changed, changed))
+
+    async def _reload(self, config_changed: bool, changed: frozenset[Path]) -> None:
+        async with self._op_lock:
+            if config_changed:
+                await self._reload_config()
+            else:
+                log.info("stack.reapplying", stack=self.stack_name, files=sorted(map(str, changed)))
+                self.stacks.forget_models()
+                if await self._apply_services(self.stack_name, self.stack_name):
+                    self._set_stack_state(StackState.RUNNING)
+
+    async def _reload_config(self) -> None:
+        assert self.config.source is not None
+        try:
+            new = await asyncio.to_thread(load_config, self.config.source)
+            changed = self._check_reloadable(new)
+        except ConfigError as exc:
+            self.config_error = exc.one_line()
+            log.error("config.invalid", path=str(self.config.source), error=self.config_error)
+            return
+        self.config_error = None
+        if not changed:
+            return
+        old, self.config = self.config, new
+        self.stacks = StackManager(new, on_output=self._compose_output)
+        if old.platform.watch != new.platform.watch:
+            await self._restart_watcher()
+        if {"compose", "stacks"} & set(changed):
+            await self._apply_services(self.stack_name, self.stack_name)
+        platform_changed = old.platform != new.platform or (
+            old.stacks[self.stack_name].platform != new.stacks[self.stack_name].platform
+        )
+        if platform_changed:
+            await self._apply_platform(self.stack_name)
+        self.down_on_exit = new.on_exit == "down"
+        log.info("config.reloaded", changed=changed, platform_restarted=platform_changed)
+
+    def _check_reloadable(self, new: Config) -> list[str]:
+        """Sections that differ; raises ConfigError for edits that need a daemon restart."""
+        if new.project != self.config.project:
+            raise ConfigError(
+                "changing the project needs a restart of devsup (it names the socket)",
+                file=str(new.source),
+                key="project",
+            )
+        if self.stack_name not in new.stacks:
+            raise ConfigError(
+                f"the running stack {self.stack_name!r} was removed; switch to another first",
+                file=str(new.source),
+                key="stacks",
+            )
+        fields = ("compose", "stacks", "default_stack", "platform", "dependencies", "on_exit")
+        return [f for f in fields if getattr(self.config, f) != getattr(new, f)]
+
+    async def _restart_watcher(self) -> None:
+        if self._watcher is not None:
+            await asyncio.to_thread(self._watcher.stop)
+        await self._start_watcher()
 
     async def _refresh_services(self) -> None:
         """Services of the chosen stack as compose reports them (the status `services` list)."""
@@ -406,6 +497,10 @@ class Daemon:
         return self.status()
 
     async def _switch(self, name: str) -> bool:
+        async with self._op_lock:
+            return await self._switch_locked(name)
+
+    async def _switch_locked(self, name: str) -> bool:
         previous = self.stack_name
         started = time.monotonic()
         self._set_stack_state(StackState.SWITCHING)

@@ -1,0 +1,54 @@
+"""Watches what defines the stack besides the sources: the devsup config file, the compose files
+and compose's `.env`. Uses the same content-hashing watcher as the sources, so a save that
+changes nothing triggers nothing; one recursive watch per directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from devsupervisor.config.model import Config
+from devsupervisor.watch import SourceWatcher
+
+
+def watched_files(config: Config) -> dict[Path, set[str]]:
+    """Directory -> file names in it that matter (config file, every compose file, .env)."""
+    dirs: dict[Path, set[str]] = {}
+    if config.source is not None:
+        dirs.setdefault(config.source.parent.resolve(), set()).add(config.source.name)
+    names = {*config.compose.files, *(f for s in config.stacks.values() for f in s.files)}
+    if names:
+        directory = config.compose.directory.resolve()
+        dirs.setdefault(directory, set()).update({*names, ".env"})
+    return dirs
+
+
+class ConfigWatch:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        on_change: Callable[[frozenset[Path]], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._watchers = [
+            SourceWatcher(
+                [directory],
+                # Anchored names: only these files directly in this directory.
+                [f"/{name}" for name in sorted(names)],
+                [],
+                on_change=on_change,
+                loop=loop,
+            )
+            for directory, names in watched_files(config).items()
+        ]
+
+    def start(self) -> None:
+        for watcher in self._watchers:
+            watcher.start()
+
+    def stop(self) -> None:
+        for watcher in self._watchers:
+            watcher.stop()

@@ -355,9 +355,12 @@ class Daemon:
     async def enter_stack(self, name: str, previous: str | None = None) -> bool:
         """Bring up `name`'s services, then its platform; True when both are up."""
         self.stack_error = None
-        if not await self._apply_services(name, previous):
+        services_ok = await self._apply_services(name, previous)
+        # A host binary needs no Docker: it runs even when services failed (or Docker is
+        # absent), so the edit loop keeps working; a platform container would not come up.
+        if not services_ok and self.config.stacks[name].platform != "binary":
             return False
-        ok = await self._apply_platform(name)
+        ok = await self._apply_platform(name) and services_ok
         self._set_stack_state(StackState.RUNNING if ok else StackState.DEGRADED)
         return ok
 
@@ -398,7 +401,7 @@ class Daemon:
             self.platform.scheduler.pause()
         stale = self.saved.builds.get(mode) != self._fingerprint()
         ok = await self.platform.enter(build_first=stale)
-        if not ok:
+        if not ok and self.stack_error is None:
             self.stack_error = f"platform {self.platform.state.value}"
         return ok
 

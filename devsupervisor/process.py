@@ -29,8 +29,10 @@ from devsupervisor.logs import get_logger
 log = get_logger()
 
 # Short first polls make a quick exit (the usual case on SIGTERM) cost milliseconds, not a tick.
-POLL_FIRST = 0.002
+POLL_FIRST = 0.001
 POLL_MAX = 0.05
+# Gentle growth: a SIGTERM'd Go server exits in 3-5 ms; doubling would notice it at 6 or 14.
+POLL_GROWTH = 1.5
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ async def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.
         if not alive or time.monotonic() >= deadline:
             return alive
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 2, POLL_MAX)
+        delay = min(delay * POLL_GROWTH, POLL_MAX)
 
 
 @dataclass(frozen=True)

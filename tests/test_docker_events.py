@@ -8,7 +8,7 @@ refuses connections exactly as a stopped engine does, while the real engine keep
 from __future__ import annotations
 
 import asyncio
-import os
+import gc
 import socket
 import tempfile
 import threading
@@ -33,6 +33,19 @@ from tests.docker_env import ComposeProject, compose_project, demo_images, docke
 __all__ = ["compose_project", "demo_images", "docker_engine"]  # fixtures used by name
 
 ENGINE_SOCKET = "/var/run/docker.sock"
+# docker-py's unix transport leaks the socket of a failed connect (engine away): harmless, but a
+# ResourceWarning at garbage collection. Tests that make the engine unreachable collect it
+# themselves (`collect_leaked_sockets`) under this filter, so it never lands in another test.
+IGNORE_SDK_SOCKET_LEAK = pytest.mark.filterwarnings(
+    "ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning"
+)
+
+
+@pytest.fixture
+def collect_leaked_sockets() -> Iterator[None]:
+    """Garbage-collect, at the end of the test, the sockets the SDK leaked on failed connects."""
+    yield
+    gc.collect()
 
 
 def _raw(action: str, **attrs: str) -> dict[str, Any]:
@@ -138,6 +151,15 @@ def _shut(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
+
+
+def proxied_client(proxy: EngineProxy) -> Callable[[], docker.DockerClient]:
+    """A client factory through the proxy. The API version is fixed: negotiating it in the
+    constructor would fail while the proxy is cut and leak a socket nobody can close."""
+    real = docker.from_env()
+    version = real.api.api_version
+    real.close()
+    return lambda: docker.DockerClient(base_url=proxy.url, version=version)
 
 
 class Recorder:
@@ -256,8 +278,12 @@ def test_stop_ends_the_thread_promptly(docker_engine: None, recorder: Recorder) 
 
 
 @pytest.mark.docker
+@IGNORE_SDK_SOCKET_LEAK
 def test_engine_lost_and_back_replays_the_gap(
-    compose_project: ComposeProject, recorder: Recorder, client: docker.DockerClient
+    compose_project: ComposeProject,
+    recorder: Recorder,
+    client: docker.DockerClient,
+    collect_leaked_sockets: None,
 ) -> None:
     """Losing the engine reports lost once; back reports once and delivers the gap's events."""
     with tempfile.TemporaryDirectory(prefix="dsp") as tmp:
@@ -265,7 +291,7 @@ def test_engine_lost_and_back_replays_the_gap(
         proxy.restore()
         source = recorder.source(
             compose_project.name,
-            client_factory=lambda: docker.DockerClient(base_url=proxy.url),
+            client_factory=proxied_client(proxy),
             backoff_initial=0.05,
             backoff_max=0.2,
         )
@@ -280,7 +306,6 @@ def test_engine_lost_and_back_replays_the_gap(
             # While the engine is "away": a stop the source cannot see live.
             client.api.stop(compose_project.container_id("postgres"), timeout=5)
             wait_for(lambda: len(recorder.lost) == 1 and not source.is_subscribed, 5, "retrying")
-            time.sleep(0)  # the retries run with the proxy down: lost stays reported once
             proxy.restore()
             wait_for(lambda: recorder.back == 1, 10, "docker back")
             wait_for(lambda: "stop" in recorder.actions("postgres"), 10, "the gap's stop event")
@@ -294,15 +319,16 @@ def test_engine_lost_and_back_replays_the_gap(
 
 
 @pytest.mark.docker
+@IGNORE_SDK_SOCKET_LEAK
 def test_unreachable_engine_at_start_is_lost_then_back(
-    docker_engine: None, recorder: Recorder
+    docker_engine: None, recorder: Recorder, collect_leaked_sockets: None
 ) -> None:
     """An engine missing when the source starts is reported lost, then back when it answers."""
     with tempfile.TemporaryDirectory(prefix="dsp") as tmp:
         proxy = EngineProxy(Path(tmp) / "docker.sock")
         source = recorder.source(
             "devsup-test-nothing",
-            client_factory=lambda: docker.DockerClient(base_url=proxy.url),
+            client_factory=proxied_client(proxy),
             backoff_initial=0.05,
             backoff_max=0.2,
         )
@@ -341,4 +367,3 @@ def test_helpers_list_restart_and_start(
     assert (stopped.state, stopped.exit_code) == ("exited", 0)
     start_container(client, pg.id)
     wait_for(lambda: compose_project.health("postgres") == "healthy", 30, "healthy again")
-    assert not os.environ.get("DOCKER_HOST", "").startswith("tcp://") or True

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 # `logs` without -n: a screenful.
 DEFAULT_LINES = 100
+# `events -f` starts with this many recent events.
+FOLLOW_BACKLOG = 10
 # No client can ask the daemon to serialise more than its ring buffer anyway.
 MAX_LINES = 10_000
 
@@ -101,7 +103,8 @@ async def _logs(daemon: Daemon, args: dict[str, Any]) -> Reply:
 
 async def _events(daemon: Daemon, args: dict[str, Any]) -> Reply:
     if args.get("follow"):
-        return daemon.follow(daemon.events, backlog=0)
+        # Like `tail -f`: a few recent events first, so a follower sees where things stand.
+        return daemon.follow(daemon.events, backlog=FOLLOW_BACKLOG)
     return daemon.events.recent()
 
 

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Latency from Docker's `health_status: unhealthy` event to devsup's restart (issue 4 target: < 1 s).
+
+Runs the real wiring (DockerEventSource -> loop -> ServiceSupervisor -> `docker restart` through
+asyncio.to_thread; `LiveSupervisor` from tests/test_health_real.py) against one demo stand-in in
+a throw-away compose project, and over N trials makes it unhealthy with `POST /fail`. Per trial:
+  issued: the event's own engine timestamp (timeNano) -> the restart coroutine being entered;
+  engine: the same event -> the engine's `kill` event for that restart (the engine acting on it).
+Prints each trial, then median and max. Usage: benchmarks/health_restart_latency.py [TRIALS]
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from devsupervisor.config.model import DependenciesConfig, GiveUpConfig  # noqa: E402
+from tests.docker_env import (  # noqa: E402
+    DEMO_STACK,
+    ComposeProject,
+    demo_port_env,
+    remove_project,
+    run,
+    unique_project,
+)
+from tests.test_health_real import LiveSupervisor, post  # noqa: E402
+
+SERVICE = "redpanda"
+# Generous: unhealthy takes ~2 s after /fail (1 s interval, 2 retries), healthy ~1 s after restart.
+TRIAL_DEADLINE = 60.0
+
+
+def wait(predicate: object, what: str) -> None:
+    deadline = time.monotonic() + TRIAL_DEADLINE
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def main(trials: int) -> None:
+    built = run([DEMO_STACK / "build-images"])
+    if built.returncode != 0:
+        raise SystemExit(f"build-images failed:\n{built.stderr}")
+    project = ComposeProject(name=unique_project("devsup-bench"), env=demo_port_env())
+    live: LiveSupervisor | None = None
+    try:
+        result = project.compose("up", "-d", "--wait", SERVICE)
+        if result.returncode != 0:
+            raise SystemExit(result.stderr)
+        deps = DependenciesConfig(give_up_after=GiveUpConfig(restarts=1000, within=300.0))
+        live = LiveSupervisor(project.name, (SERVICE,), deps)
+        live.reconcile()
+        issued_lat: list[float] = []
+        engine_lat: list[float] = []
+        for trial in range(1, trials + 1):
+            # Each trial is a fresh incident: its first restart is due at once (no backoff).
+            live.call(lambda: live.sup.reset(SERVICE))  # type: ignore[union-attr]
+            n_issued, n_unhealthy = len(live.issued), len(live.unhealthy_event_times(SERVICE))
+            post(project.env["DEMO_REDPANDA_PORT"], "/fail")
+            wait(lambda: len(live.issued) > n_issued, "the restart")  # type: ignore[union-attr]
+            event_time = live.unhealthy_event_times(SERVICE)[n_unhealthy]
+            wait(
+                lambda: any(
+                    e.action == "kill" and e.time >= event_time
+                    for e in list(live.events)  # type: ignore[union-attr]
+                ),
+                "the engine's kill event",
+            )
+            kill_time = next(
+                e.time for e in live.events if e.action == "kill" and e.time >= event_time
+            )
+            issued_lat.append(live.issued[-1][2] - event_time)
+            engine_lat.append(kill_time - event_time)
+            print(
+                f"trial {trial:2d}: issued {issued_lat[-1] * 1000:7.1f} ms   "
+                f"engine kill {engine_lat[-1] * 1000:7.1f} ms",
+                flush=True,
+            )
+            wait(
+                lambda: (
+                    live.status(SERVICE)["state"] == "running"  # type: ignore[union-attr]
+                    and live.status(SERVICE)["health"] == "healthy"
+                ),  # type: ignore[union-attr]
+                "healthy again",
+            )
+        for name, values in (("issued", issued_lat), ("engine kill", engine_lat)):
+            print(
+                f"{name:12s} median {statistics.median(values) * 1000:7.1f} ms   "
+                f"max {max(values) * 1000:7.1f} ms   (n={len(values)})"
+            )
+    finally:
+        if live is not None:
+            live.close()
+        remove_project(project.name)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10)

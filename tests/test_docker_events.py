@@ -8,6 +8,7 @@ refuses connections exactly as a stopped engine does, while the real engine keep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import socket
 import tempfile
@@ -146,10 +147,8 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
 
 
 def _shut(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()
 
 
@@ -349,7 +348,7 @@ def test_unreachable_engine_at_start_is_lost_then_back(
 def test_helpers_list_restart_and_start(
     compose_project: ComposeProject, client: docker.DockerClient
 ) -> None:
-    """list_containers reports state and health; restart keeps the id; start revives an exited one."""
+    """list_containers gives state and health; restart keeps the id; start revives an exited one."""
     up = compose_project.compose("up", "-d", "--wait", "postgres", "redpanda")
     assert up.returncode == 0, up.stderr
     by_service = {c.service: c for c in list_containers(client, compose_project.name)}

@@ -142,7 +142,7 @@ def test_unhealthy_restarts_at_once(h: Harness) -> None:
     assert h.restarted == ["postgres"]
     names = [r["event"] for r in logs]
     assert names == ["service.unhealthy", "service.restarted"]
-    assert logs[1] | {"attempt": 1, "delay": 0.0} == logs[1]
+    assert (logs[1]["attempt"], logs[1]["delay"]) == (1, 0.0)
     assert h.state()["state"] == "restarting"
     assert h.state()["restarts"] == 1
 
@@ -437,3 +437,39 @@ def test_status_shape(h: Harness) -> None:
     assert entry["since"] == "2023-11-14T22:30:01.500Z"
     assert (entry["state"], entry["health"], entry["restarts"]) == ("running", "healthy", 0)
     assert [s["name"] for s in h.sup.status()] == ["postgres", "redpanda"]
+
+
+def test_stops_just_before_engine_loss_are_not_kept(h: Harness) -> None:
+    """Stops just before docker.lost may be the engine shutting down: reconcile brings them up."""
+    h.up()
+    h.up("redpanda", CID2)
+    h.event("kill", signal="15")
+    h.event("die", exit_code=0)
+    h.advance(60)
+    h.event("kill", "redpanda", CID2, signal="15")
+    h.event("die", "redpanda", CID2, exit_code=0)
+    h.advance(2)
+    h.call(h.sup.docker_lost)
+    listing = [
+        ContainerInfo("postgres", CID, "p-postgres-1", "exited", "none", 0, "x"),
+        ContainerInfo("redpanda", CID2, "p-redpanda-1", "exited", "none", 0, "x"),
+    ]
+    assert h.call(lambda: h.sup.reconcile(listing)) == ["redpanda"]
+    assert h.state()["state"] == "stopped", "the older stop was the user's"
+
+
+def test_mark_restarting_covers_devsups_own_recreate(h: Harness) -> None:
+    """After mark_restarting, the kill/die/stop of devsup's own action are no stop on purpose."""
+    h.up()
+    h.call(lambda: h.sup.mark_restarting("postgres", "recreate"))
+    h.event("kill", signal="15")
+    h.event("die", exit_code=0)
+    h.event("stop")
+    h.event("destroy")
+    h.event("create", cid=CID2)
+    h.event("start", cid=CID2)
+    assert h.restarts == []
+    entry = h.state()
+    assert (entry["state"], entry["container"]) == ("starting", CID2[:12])
+    h.event("die", cid=CID2, exit_code=3)
+    assert len(h.restarts) == 1, "the new container's crash is restarted"

@@ -44,7 +44,7 @@ def test_bad_yaml_names_line_and_column(tmp_path: Path) -> None:
     config.write_text("project: x\nstacks:\n  skeleton: {platform: binary\n")
     result = devsup("config", "check", str(config), env=private_env(), cwd=tmp_path)
     line = _one_line(result)
-    assert result.returncode == 2 and f"{config}:4:1" in line or f"{config}:3:" in line
+    assert (result.returncode == 2 and f"{config}:4:1" in line) or f"{config}:3:" in line
 
 
 def test_unknown_key_suggests_the_right_one(fake_project: FakeProject) -> None:

@@ -34,6 +34,7 @@ from devsupervisor.config.model import Config
 from devsupervisor.config_watch import ConfigWatch
 from devsupervisor.control.commands import dispatcher
 from devsupervisor.control.server import ControlServer
+from devsupervisor.dependencies import Dependencies
 from devsupervisor.errors import ConfigError, DevsupError, OperationFailed, UsageError
 from devsupervisor.notify import Notifier, run_watchdog
 from devsupervisor.platform.binary import BinaryTarget
@@ -102,8 +103,15 @@ class Daemon:
         self._retiring: PlatformSupervisor | None = None
         self.stack_error: str | None = None
         self.paused = False
-        self.services: list[dict[str, Any]] = []
-        self.docker_status: dict[str, Any] = {"available": False, "error": None}
+        self.deps: Dependencies | None = None
+        if any(config.compose_files(stack) for stack in config.stacks):
+            self.deps = Dependencies(
+                config,
+                platform_service=self.stacks.platform_service,
+                on_platform_died=self._on_platform_container_died,
+                on_dependency_restarted=self._on_dependency_restarted,
+                on_back=self._on_docker_back,
+            )
         self._tasks: set[asyncio.Task[Any]] = set()
         # Switches and live reloads change the stack one at a time.
         self._op_lock = asyncio.Lock()
@@ -168,6 +176,8 @@ class Daemon:
                 config=str(self.config.source),
             )
             await self._stop_previous_platform()
+            if self.deps is not None:
+                self.deps.start()
             await self._start_watcher()
             self._definitions = ConfigWatch(
                 self.config, on_change=self._on_definition_change, loop=asyncio.get_running_loop()
@@ -212,6 +222,8 @@ class Daemon:
             await asyncio.to_thread(self._watcher.stop)
         if self._definitions is not None:
             await asyncio.to_thread(self._definitions.stop)
+        if self.deps is not None:
+            await self.deps.stop()
         self._save_state()
         log.info("daemon.stopped")
 
@@ -368,14 +380,19 @@ class Daemon:
         """`up` the stack's services (compose recreates only what changed); False on failure,
         with everything that already ran left running."""
         try:
+            services = await self.stacks.services_of(name)
+            if self.deps is not None:
+                # Supervise the new set before the old one's extra services are removed, so
+                # their removal is not taken for crashes.
+                self.deps.supervisor.set_services(services)
             await self.stacks.bring_up(name, previous)
+            if self.deps is not None:
+                await self.deps.reconcile(services)
         except DevsupError as exc:
             self.stack_error = str(exc)
             log.error("stack.failed", stack=name, reason=str(exc))
             self._set_stack_state(StackState.DEGRADED)
             return False
-        finally:
-            await self._refresh_services()
         return True
 
     async def _apply_platform(self, name: str) -> bool:
@@ -437,6 +454,8 @@ class Daemon:
             return
         old, self.config = self.config, new
         self.stacks = StackManager(new, on_output=self._compose_output)
+        if self.deps is not None:
+            self.deps.supervisor.deps = new.dependencies
         if old.platform.watch != new.platform.watch:
             await self._restart_watcher()
         if {"compose", "stacks"} & set(changed):
@@ -471,16 +490,27 @@ class Daemon:
             await asyncio.to_thread(self._watcher.stop)
         await self._start_watcher()
 
-    async def _refresh_services(self) -> None:
-        """Services of the chosen stack as compose reports them (the status `services` list)."""
-        try:
-            containers = await self.stacks.containers(self.stack_name)
-        except DevsupError as exc:
-            self.docker_status = {"available": False, "error": str(exc)}
-            return
-        wanted = await self.stacks.services_of(self.stack_name)
-        by_service = {str(c.get("Service")): c for c in containers}
-        self.services = [_service_entry(name, by_service.get(name)) for name in wanted]
+    # -- Docker events ----------------------------------------------------------------------
+
+    def _on_platform_container_died(self, container: str, exit_code: int | None) -> None:
+        if self.platform is not None and isinstance(self.platform.target, ContainerTarget):
+            self.platform.target.container_exited(container, exit_code)
+
+    def _on_dependency_restarted(self, service: str) -> None:
+        if service in self.config.platform.restart_on and self.platform is not None:
+            log.info("platform.restart_for_dependency", service=service)
+            self._spawn(self.platform.restart())
+
+    async def _on_docker_back(self) -> None:
+        """The engine is back: bring the chosen stack to its chosen state again."""
+        async with self._op_lock:
+            ok = await self._apply_services(self.stack_name, self.stack_name)
+            platform = self.platform
+            if platform is not None and platform.target.mode == "container":
+                ok = await platform.restart() and ok
+            if ok:
+                self._set_stack_state(StackState.RUNNING)
+            log.info("stack.reconciled", stack=self.stack_name, ok=ok)
 
     async def _retire_old_platform(self) -> None:
         old, self._retiring = self._retiring, None
@@ -524,7 +554,10 @@ class Daemon:
     async def restart(self, name: str) -> dict[str, Any]:
         """Restart `platform` (or, with a compose stack, one service)."""
         if name != "platform":
-            raise UsageError(f"no service named {name!r} in stack {self.stack_name}")
+            if self.deps is None or name not in await self.stacks.services_of(self.stack_name):
+                raise UsageError(f"no service named {name!r} in stack {self.stack_name}")
+            await self.deps.restart_service(name)
+            return next(s for s in self.deps.supervisor.status() if s["name"] == name)
         if self.platform is None:
             raise OperationFailed("the platform is not set up yet")
         if not await self.platform.restart():
@@ -573,13 +606,13 @@ class Daemon:
             "stack": self.stack_name,
             "state": self.stack_state.value,
             "platform": platform,
-            "services": self.services,
+            "services": self.deps.supervisor.status() if self.deps else [],
             "watcher": {
                 "paused": self.platform.scheduler.paused if self.platform else False,
                 "paths": [str(p) for p in watch.paths],
                 "pending": self.platform.scheduler.pending if self.platform else 0,
             },
-            "docker": self.docker_status,
+            "docker": self.deps.status() if self.deps else {"available": False, "error": None},
             "config_error": self.config_error,
             "daemon": {
                 "pid": os.getpid(),
@@ -631,25 +664,3 @@ class Daemon:
         async with source.subscribe(backlog=backlog) as sub:
             async for item in sub:
                 yield item
-
-
-def _service_entry(name: str, container: dict[str, Any] | None) -> dict[str, Any]:
-    """One `services` entry of the status object from `docker compose ps` output."""
-    if container is None:
-        state, health, cid = "stopped", "none", None
-    else:
-        raw = str(container.get("State", ""))
-        state = {"running": "running", "restarting": "restarting", "created": "starting"}.get(
-            raw, "exited"
-        )
-        health = str(container.get("Health") or "none")
-        cid = str(container.get("ID") or "") or None
-    return {
-        "name": name,
-        "state": state,
-        "health": health,
-        "restarts": 0,
-        "container": cid,
-        "since": None,
-        "reason": None,
-    }

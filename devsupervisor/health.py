@@ -81,12 +81,15 @@ class ServiceSupervisor:
         wall_clock: Callable[[], float] = time.time,
         call_later: CallLater | None = None,
     ) -> None:
-        """Args:
-        restart: `(service, reason)` -> restarts its container (`docker restart`, which also
-            starts an exited one); raises when that failed.
-        on_restarted: called with the service name after each restart devsup made
-            (the daemon restarts the platform for the names in `platform.restart_on`).
-        call_later: `(delay, callback)` -> handle with `cancel()`; the running loop's by default.
+        """Set up the policy; nothing is supervised until `set_services`.
+
+        Args:
+            restart: `(service, reason)` -> restarts its container (`docker restart`, which also
+                starts an exited one); raises when that failed.
+            on_restarted: called with the service name after each restart devsup made
+                (the daemon restarts the platform for the names in `platform.restart_on`).
+            call_later: `(delay, callback)` -> handle with `cancel()`; the running loop's by
+                default.
         """
         self.deps = deps
         self._restart = restart

@@ -193,7 +193,8 @@ class DockerEventSource:
         # Taken before subscribing, so the first resume point cannot be later than the stream's
         # first event (the engine runs on this host: same clock).
         began_ns = time.time_ns()
-        stream = client.events(
+        # `since` is "seconds.nanoseconds": the engine takes it, the stubs only know int/datetime.
+        stream = client.events(  # type: ignore[call-overload]
             decode=True,
             since=since,
             filters={

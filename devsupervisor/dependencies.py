@@ -43,11 +43,13 @@ class Dependencies:
         platform_service: str,
         on_platform_died: Callable[[str, int | None], None],
         on_dependency_restarted: Callable[[str], None],
+        on_lost: Callable[[str], None],
         on_back: Callable[[], Coroutine[Any, Any, None]],
     ) -> None:
         self.config = config
         self._platform_service = platform_service
         self._on_platform_died = on_platform_died
+        self._on_lost_cb = on_lost
         self._on_back_cb = on_back
         self.available = True
         self.error: str | None = None
@@ -101,6 +103,7 @@ class Dependencies:
         self.error = f"Docker engine not reachable: {reason}"
         log.warning("docker.lost", reason=reason)
         self.supervisor.docker_lost()
+        self._on_lost_cb(self.error)
 
     def _on_back(self) -> None:
         self.available = True

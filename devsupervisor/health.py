@@ -162,6 +162,10 @@ class ServiceSupervisor:
             svc.ours = False
             if svc.stopped_at is not None and now - svc.stopped_at <= ENGINE_STOP_GRACE:
                 svc.on_purpose = False
+            # Whatever the last event said, nobody knows now; "stopped on purpose" would lie
+            # when it was the engine's own shutdown that stopped the container.
+            if svc.state is not _S.GAVE_UP and not svc.on_purpose:
+                svc.move(_S.EXITED, "docker engine unavailable", self._wall())
 
     def reconcile(self, containers: Iterable[ContainerInfo]) -> list[str]:
         """Record every service from a listing; restart running-but-unhealthy ones.

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from devsupervisor.control.protocol import BAD_ARGS, FAILED, UNKNOWN_COMMAND, ProtocolError, Request
 from devsupervisor.control.server import Dispatch, Reply
 from devsupervisor.errors import OperationFailed, UsageError
+from devsupervisor.log_streams import follow_stream
+from devsupervisor.states import StackState
 
 if TYPE_CHECKING:
     from devsupervisor.daemon import Daemon
@@ -65,14 +67,28 @@ async def _switch(daemon: Daemon, args: dict[str, Any]) -> Reply:
     if stack not in daemon.config.stacks:
         known = ", ".join(daemon.config.stacks)
         raise ProtocolError(BAD_ARGS, f"no stack named {stack!r} (stacks: {known})")
-    return await daemon.switch(stack, wait=bool(args.get("wait", True)))
+    orchestrator = daemon.stack
+    if stack == orchestrator.stack_name and orchestrator.stack_state == StackState.RUNNING:
+        return daemon.status()
+    wait = bool(args.get("wait", True))
+    ok = await orchestrator.switch(stack, wait=wait)
+    if not wait:
+        return {"switching": stack}
+    if not ok:
+        raise ProtocolError(
+            FAILED,
+            f"stack {stack} did not come up: {orchestrator.summary()}"
+            + (f" ({orchestrator.stack_error})" if orchestrator.stack_error else ""),
+        )
+    return daemon.status()
 
 
 async def _rebuild(daemon: Daemon, args: dict[str, Any]) -> Reply:
-    if daemon.platform is None:
+    platform = daemon.stack.platform
+    if platform is None:
         raise ProtocolError(FAILED, "the platform is not set up yet")
-    ok = await daemon.platform.rebuild()
-    result = daemon.platform.status()
+    ok = await platform.rebuild()
+    result = platform.status()
     if not ok:
         build = result.get("last_build") or {}
         raise ProtocolError(FAILED, build.get("error") or f"platform is {result['state']}")
@@ -80,15 +96,17 @@ async def _rebuild(daemon: Daemon, args: dict[str, Any]) -> Reply:
 
 
 async def _restart(daemon: Daemon, args: dict[str, Any]) -> Reply:
-    return await daemon.restart(args["name"])
+    return await daemon.stack.restart(args["name"])
 
 
 async def _pause(daemon: Daemon, args: dict[str, Any]) -> Reply:
-    return daemon.pause()
+    daemon.stack.pause()
+    return {"paused": True}
 
 
 async def _resume(daemon: Daemon, args: dict[str, Any]) -> Reply:
-    return daemon.resume()
+    daemon.stack.resume()
+    return {"paused": False}
 
 
 async def _logs(daemon: Daemon, args: dict[str, Any]) -> Reply:
@@ -104,8 +122,8 @@ async def _logs(daemon: Daemon, args: dict[str, Any]) -> Reply:
 async def _events(daemon: Daemon, args: dict[str, Any]) -> Reply:
     if args.get("follow"):
         # Like `tail -f`: a few recent events first, so a follower sees where things stand.
-        return daemon.follow(daemon.events, backlog=FOLLOW_BACKLOG)
-    return daemon.events.recent()
+        return follow_stream(daemon.streams.events, backlog=FOLLOW_BACKLOG)
+    return daemon.streams.events.recent()
 
 
 async def _stop(daemon: Daemon, args: dict[str, Any]) -> Reply:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shlex
 from pathlib import Path
@@ -18,6 +19,27 @@ log = get_logger()
 
 # After the process is gone its last output lines are still in the pipe; wait briefly for them.
 PUMP_DRAIN_TIMEOUT = 0.5
+
+
+def build_outputs(config: BinaryConfig) -> list[Path]:
+    """Files the build writes: never a reason to build again (no feedback loop).
+
+    The run command's executable and the build's `-o` target are outputs; so is the directory
+    holding them when it is a subdirectory of the workdir (`bin/`), because tools write temp
+    files beside their output before renaming it into place.
+    """
+    workdir = config.workdir.resolve()
+    targets: list[Path] = []
+    argv = shlex.split(config.run)
+    if argv and "/" in argv[0]:
+        targets.append((workdir / argv[0]).resolve())
+    build = shlex.split(config.build)
+    targets += [(workdir / v).resolve() for f, v in itertools.pairwise(build) if f == "-o"]
+    outputs = set(targets)
+    for target in targets:
+        if target.parent != workdir and target.parent.is_relative_to(workdir):
+            outputs.add(target.parent)
+    return sorted(outputs)
 
 
 class BinaryTarget:

@@ -3,6 +3,7 @@ restarted, a manual stop stays stopped, `devsup restart NAME`, and adoption afte
 
 from __future__ import annotations
 
+import json
 import urllib.request
 
 from tests.docker_env import run
@@ -72,3 +73,28 @@ def test_kill9_then_new_daemon_adopts_the_running_stack(demo_stack: DemoStack) -
         wait_until(lambda: demo_stack.version() == "v2", timeout=120, what="v2 after adoption")
     finally:
         again.stop()
+
+
+def test_restart_on_restarts_the_platform_after_its_dependency(demo_stack: DemoStack) -> None:
+    """With `platform.restart_on: [postgres]`, devsup's restart of an unhealthy postgres is
+    followed by a restart of the host platform (new pid)."""
+    config = json.loads(demo_stack.config.read_text())
+    config["platform"]["restart_on"] = ["postgres"]
+    demo_stack.config.write_text(json.dumps(config))
+    d = demo_stack.daemon.start()
+    pid = d.wait_platform("running", timeout=120)["platform"]["pid"]
+    wait_until(
+        lambda: _service(d, "postgres")["health"] == "healthy", timeout=30, what="postgres healthy"
+    )
+    req = urllib.request.Request(demo_stack.url("postgres") + "/fail", method="POST")
+    urllib.request.urlopen(req, timeout=5).close()
+    d.wait_event("platform.restart_for_dependency", timeout=60)
+    wait_until(
+        lambda: (
+            (s := d.status())["platform"]["pid"] not in (None, pid)
+            and s["platform"]["state"] == "running"
+        ),
+        timeout=60,
+        what="platform restarted after postgres",
+    )
+    assert demo_stack.version() == "v1"

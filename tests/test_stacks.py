@@ -22,6 +22,9 @@ def test_switch_both_ways_applies_only_the_difference(demo_stack: DemoStack) -> 
 
     result = d.cli("switch", "fullstack", timeout=300)
     assert result.returncode == 0, result.stderr
+    # Not a TTY: progress as plain lines, services coming up first, then the platform.
+    assert "stack.starting" in result.stdout and "platform.ready" in result.stdout
+    assert "\r" not in result.stdout
     status = d.status()
     assert status["stack"] == "fullstack" and status["state"] == "running"
     assert status["platform"]["mode"] == "container" and status["platform"]["pid"] is None

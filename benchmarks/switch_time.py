@@ -163,7 +163,7 @@ class DevsupSwitch:
         self.first: dict[str, float] = {}
         self.to_full = Series(
             "devsup switch fullstack (CLI, waits until up)",
-            "cli = around `devsup switch`; the rest from the daemon's events",
+            "cli = around `devsup switch`; client = cli - daemon; the rest from daemon events",
         )
         self.to_skel = Series("devsup switch skeleton (CLI)", "back to the host binary")
 
@@ -180,7 +180,9 @@ class DevsupSwitch:
             raise RuntimeError(f"devsup switch {stack}: {result.stdout}{result.stderr}")
         events = self.daemon.events()
         new, self.seen = events[self.seen :], len(events)
-        return {"cli": took, **self._breakdown(new)}
+        phases = self._breakdown(new)
+        # What the CLI process adds around the daemon's own switch (start-up, progress, exit).
+        return {"cli": took, **phases, "client": took - phases["daemon"]}
 
     @staticmethod
     def _breakdown(events: list[dict[str, Any]]) -> dict[str, float]:
@@ -222,6 +224,9 @@ def summarise(baseline: Series, to_full: Series, to_skel: Series, first: dict[st
         ("devsup switch skeleton", to_skel.median("cli")),
         ("devsup - compose(one)", dev - one),
         ("devsup - compose(two)", dev - two),
+        ("devsup daemon-side switch (no CLI)", to_full.median("daemon")),
+        ("devsup daemon-side - compose(one)", to_full.median("daemon") - one),
+        ("devsup CLI around the daemon (client)", to_full.median("client")),
     ]
     print("\n== summary (medians, ms)")
     for label, value in rows:

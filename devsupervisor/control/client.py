@@ -6,6 +6,7 @@ Foreign errors stop here: a missing or refusing socket becomes DaemonNotRunning 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ class Client:
         self.path = check_socket_path(path)
         self.timeout = timeout
         self._conn: _Connection | None = None
+        self._streams: set[_Connection] = set()
         self._next_id = 1
 
     def call(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
@@ -87,6 +89,7 @@ class Client:
             RemoteError: the daemon refused the request (e.g. `bad_args`).
         """
         conn = _Connection.open(self.path, self.timeout)
+        self._streams.add(conn)
         request_id = self._take_id()
         try:
             deadline = None if self.timeout is None else time.monotonic() + self.timeout
@@ -105,12 +108,16 @@ class Client:
                 f"the devsup daemon at {self.path} did not take `{cmd}` within {self.timeout:g} s"
             ) from None
         finally:
+            self._streams.discard(conn)
             conn.close()
 
     def close(self) -> None:
+        """Hang up every connection, including streams being read in other threads."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        for conn in list(self._streams):
+            conn.close()
 
     def __enter__(self) -> Client:
         return self
@@ -213,6 +220,9 @@ class _Connection:
             raise RemoteError("bad_reply", f"unreadable reply from the daemon: {exc}") from None
 
     def close(self) -> None:
+        # shutdown() first: it wakes a recv() blocked in another thread, close() alone does not.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
 
     def _hung_up(self) -> DaemonNotRunning:

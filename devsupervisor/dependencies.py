@@ -9,6 +9,7 @@ platform's own container is not a dependency: its unexpected exits go to the pla
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -23,7 +24,7 @@ from devsupervisor.docker_events import (
     list_containers,
     restart_container,
 )
-from devsupervisor.errors import DockerUnavailable
+from devsupervisor.errors import ComposeError, DockerUnavailable
 from devsupervisor.health import ServiceSupervisor
 from devsupervisor.logs import get_logger
 
@@ -59,6 +60,8 @@ class Dependencies:
             config.dependencies, restart=self._restart, on_restarted=on_dependency_restarted
         )
         self._source: DockerEventSource | None = None
+        # Set on every container event: `wait_up` re-checks then, instead of polling.
+        self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -88,6 +91,7 @@ class Dependencies:
     # -- events (on the loop) ---------------------------------------------------------------
 
     def _on_event(self, event: ContainerEvent) -> None:
+        self._changed.set()
         if event.service == self._platform_service:
             if event.action == "kill":
                 self._kills[event.container_id] = time.monotonic()
@@ -125,6 +129,45 @@ class Dependencies:
         except docker.errors.DockerException as exc:
             raise DockerUnavailable(f"Docker engine not reachable: {exc}") from exc
         return self.supervisor.reconcile(containers)
+
+    async def wait_up(self, services: list[str], timeout: float) -> None:
+        """Return once every service runs and is healthy (or has no healthcheck, or finished
+        with exit code 0), re-checking on each container event.
+
+        Raises:
+            ComposeError: a service exited non-zero, turned unhealthy, or the timeout passed.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self._changed.clear()
+            try:
+                found = await asyncio.to_thread(
+                    list_containers, self._docker(), self.config.project
+                )
+            except docker.errors.DockerException as exc:
+                raise DockerUnavailable(f"Docker engine not reachable: {exc}") from exc
+            by_service = {c.service: c for c in found}
+            waiting = []
+            for name in services:
+                info = by_service.get(name)
+                if info is None or info.state in ("created", "restarting"):
+                    waiting.append(name)
+                elif info.state != "running":
+                    if info.exit_code == 0:
+                        continue
+                    raise ComposeError(f"service {name} exited with code {info.exit_code}")
+                elif info.health == "unhealthy":
+                    raise ComposeError(f"service {name} is unhealthy")
+                elif info.health == "starting":
+                    waiting.append(name)
+            if not waiting:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ComposeError(f"not healthy after {timeout:g}s: {', '.join(waiting)}")
+            # Events wake us at once; the cap re-checks in case one was missed.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
 
     async def restart_service(self, name: str) -> None:
         await self.supervisor.restart_now(name)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from devsupervisor.compose import UP_TIMEOUT
 from devsupervisor.config.model import Config
 from devsupervisor.dependencies import Dependencies
 from devsupervisor.errors import ConfigError, DevsupError, OperationFailed, UsageError
@@ -149,8 +150,9 @@ class Orchestrator:
                 # Supervise the new set before the old one's extra services are removed, so
                 # their removal is not taken for crashes.
                 self.deps.supervisor.set_services(services)
-            await self.stacks.bring_up(name, previous)
+            await self.stacks.bring_up(name, previous, wait=self.deps is None)
             if self.deps is not None:
+                await self.deps.wait_up(services, UP_TIMEOUT)
                 await self.deps.reconcile(services)
         except DevsupError as exc:
             self.stack_error = str(exc)

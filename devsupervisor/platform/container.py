@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +103,8 @@ class ContainerTarget:
 
     async def start(self) -> None:
         self._up_since = time.time()
+        # The recreate kills the old container: its `die` must not look like our crash.
+        self._container = None
         await self._compose.up([self._service], wait=False, no_deps=True)
         self._container = await asyncio.to_thread(self._find_container)
         log.debug("platform.container", container=self._container, service=self._service)
@@ -137,7 +138,7 @@ class ContainerTarget:
         try:
             if self._is_healthy_now(container):
                 return
-            for event in _iter(events):
+            for event in events:
                 status = str(event.get("status") or event.get("Action") or "")
                 if status.startswith("health_status: healthy"):
                     return
@@ -156,7 +157,3 @@ class ContainerTarget:
     async def stop(self) -> None:
         await self._compose.remove([self._service])
         self._container = None
-
-
-def _iter(stream: Any) -> Iterator[dict[str, Any]]:
-    yield from stream

@@ -76,7 +76,7 @@ class PlatformSupervisor:
         self._generation = 0
         self._exits: deque[float] = deque()
         self._restart_timer: asyncio.TimerHandle | None = None
-        self._restart_task: asyncio.Task[None] | None = None
+        self._restart_task: asyncio.Task[bool] | None = None
         self._started_at: float | None = None
         target.set_exit_sink(self._on_exit)
 
@@ -130,7 +130,7 @@ class PlatformSupervisor:
     async def restart(self) -> bool:
         """Stop and start the current artefact; clears crash history (leaves crashloop)."""
         await self._interrupt_build()
-        self._cancel_restart()
+        await self._await_restart()
         self._exits.clear()
         await self.target.stop()
         return await self._start_fresh()
@@ -138,7 +138,7 @@ class PlatformSupervisor:
     async def stop(self) -> None:
         """Stop everything: pending builds, timers and the platform itself."""
         self.scheduler.pause()
-        self._cancel_restart()
+        await self._await_restart()
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.wait({self._task})
@@ -319,12 +319,16 @@ class PlatformSupervisor:
         if self.state != PlatformState.CRASHED or (self._task and not self._task.done()):
             return
         self.restarts += 1
-        self._restart_task = asyncio.get_running_loop().create_task(self._restart_body())
-
-    async def _restart_body(self) -> None:
-        await self._start_fresh()
+        self._restart_task = asyncio.get_running_loop().create_task(self._start_fresh())
 
     def _cancel_restart(self) -> None:
+        """Drop a pending crash restart; one already starting is left to finish (see
+        `_await_restart`)."""
         if self._restart_timer is not None:
             self._restart_timer.cancel()
             self._restart_timer = None
+
+    async def _await_restart(self) -> None:
+        self._cancel_restart()
+        if self._restart_task is not None and not self._restart_task.done():
+            await asyncio.wait({self._restart_task})

@@ -36,6 +36,7 @@ def test_lone_save_builds_without_waiting_for_debounce(
     _start(daemon, fake_project)
     fake_project.set_source("v2")
     wait_until(lambda: fake_project.version() == "v2", what="v2 served")
+    daemon.wait_event("platform.reloaded", count=2)  # startup, then this save
     reload = daemon.status()["platform"]["last_reload"]
     assert reload["detect"] < 1.0, reload
 

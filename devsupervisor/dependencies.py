@@ -62,6 +62,9 @@ class Dependencies:
         self._source: DockerEventSource | None = None
         # Set on every container event: `wait_up` re-checks then, instead of polling.
         self._changed = asyncio.Event()
+        # The last failure Docker reported per service (unhealthy, non-zero exit). The listing
+        # alone can miss one: the restart policy may already have restarted the container.
+        self._failures: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -92,6 +95,12 @@ class Dependencies:
 
     def _on_event(self, event: ContainerEvent) -> None:
         self._changed.set()
+        if event.action == "health_status" and event.health == "unhealthy":
+            self._failures[event.service] = f"service {event.service} is unhealthy"
+        elif event.action == "die" and event.exit_code not in (None, 0):
+            self._failures[event.service] = (
+                f"service {event.service} exited with code {event.exit_code}"
+            )
         if event.service == self._platform_service:
             if event.action == "kill":
                 self._kills[event.container_id] = time.monotonic()
@@ -138,8 +147,13 @@ class Dependencies:
             ComposeError: a service exited non-zero, turned unhealthy, or the timeout passed.
         """
         deadline = time.monotonic() + timeout
+        for name in services:
+            self._failures.pop(name, None)
         while True:
             self._changed.clear()
+            failed = [self._failures[n] for n in services if n in self._failures]
+            if failed:
+                raise ComposeError(failed[0])
             try:
                 found = await asyncio.to_thread(
                     list_containers, self._docker(), self.config.project
@@ -158,8 +172,8 @@ class Dependencies:
                     raise ComposeError(f"service {name} exited with code {info.exit_code}")
                 elif info.health == "unhealthy":
                     raise ComposeError(f"service {name} is unhealthy")
-                elif info.health == "starting":
-                    waiting.append(name)
+                elif info.has_healthcheck and info.health != "healthy":
+                    waiting.append(name)  # starting, or not yet reported at all
             if not waiting:
                 return
             remaining = deadline - time.monotonic()

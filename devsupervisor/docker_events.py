@@ -63,6 +63,9 @@ class ContainerInfo:
     health: str  # healthy | unhealthy | starting | none (no healthcheck)
     exit_code: int | None
     started_at: str | None  # Docker's RFC 3339 timestamp
+    # Whether the container has a healthcheck at all: right after start Docker may not have
+    # filled in the health state yet, and `health` then reads "none" for a checked container.
+    has_healthcheck: bool = False
 
 
 def parse_event(raw: dict[str, Any]) -> ContainerEvent | None:
@@ -289,6 +292,8 @@ def list_containers(client: docker.DockerClient, project: str) -> list[Container
             continue  # removed between the listing and the inspect
         state = detail.get("State") or {}
         health = (state.get("Health") or {}).get("Status") or "none"
+        test = ((detail.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
+        has_healthcheck = bool(test) and test[0] != "NONE"
         status = str(state.get("Status") or "")
         found.append(
             ContainerInfo(
@@ -299,6 +304,7 @@ def list_containers(client: docker.DockerClient, project: str) -> list[Container
                 health=health,
                 exit_code=None if status == "running" else state.get("ExitCode"),
                 started_at=state.get("StartedAt"),
+                has_healthcheck=has_healthcheck,
             )
         )
     return found

@@ -59,7 +59,7 @@ def socket_path(project: str) -> Path:
 
 
 def lock_path(socket: Path) -> Path:
-    """The lock file that makes one daemon per socket race-free (see `control.server`)."""
+    """The lock file that makes one daemon per socket race-free (see `control.claim`)."""
     return socket.with_suffix(".lock")
 
 

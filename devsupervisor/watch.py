@@ -17,22 +17,19 @@ hashing and snapshot updates, so a snapshot entry is always the hash of the late
 reach the event loop only through `loop.call_soon_threadsafe`; paths reported while the loop is
 busy are merged into one batch.
 
-Budget: one observer, so one inotify instance, and one recursive watch per root (never one per
-directory: the default per-user limit is 128 instances). When the kernel's event queue overflows,
-events are lost; watchdog (>= 7.1) tells its watch groups, ours turn that into a
-`QueueOverflowEvent` and the watcher answers with a full rescan, so no change is lost.
+Budget: one observer (`inotify_observer.OverflowAwareObserver`), so one inotify instance, and one
+recursive watch per root. When the kernel's event queue overflows, the observer queues a
+`QueueOverflowEvent` and the watcher answers with a full rescan, so no change is lost. Hashing
+itself is in `content_hash`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchdog.events import (
@@ -46,11 +43,12 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver, EventQueue, ObservedWatch
-from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
-from watchdog.observers.inotify_c import InotifyFD
+from watchdog.observers.api import BaseObserver
 
+from devsupervisor import content_hash
+from devsupervisor.content_hash import hash_file
 from devsupervisor.ignore import GITIGNORE, PathFilter
+from devsupervisor.inotify_observer import OverflowAwareObserver, QueueOverflowEvent
 from devsupervisor.logs import get_logger
 
 log = get_logger()
@@ -77,95 +75,6 @@ WATCHED_EVENTS: list[type[FileSystemEvent]] = [
 # git checkout unlinks and recreates within microseconds, editors' rename dances within
 # milliseconds; only deletions and files that appear without a close wait this long.
 SETTLE_GRACE = 0.05
-# Read size for hashing; source files are small, this bounds memory for the odd large one.
-HASH_CHUNK = 1 << 16
-# 16-byte blake2b: collisions are irrelevant at source-tree sizes and it hashes fast.
-DIGEST_SIZE = 16
-
-
-def hash_file(path: Path) -> bytes | None:
-    """Content hash of a regular file, or None when it is missing, unreadable or not a file."""
-    try:
-        # O_NONBLOCK so a FIFO that appears under a watched name cannot block the watcher.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        digest = hashlib.blake2b(digest_size=DIGEST_SIZE)
-        while chunk := os.read(fd, HASH_CHUNK):
-            digest.update(chunk)
-        return digest.digest()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-class QueueOverflowEvent(FileSystemEvent):
-    """Synthetic event: the kernel dropped events for the watch on `src_path`."""
-
-    event_type = "overflow"
-
-
-@dataclass
-class _OverflowReportingGroup(InotifyWatchGroup):
-    """watchdog's watch group, plus a hook run after it has rebuilt its watches on overflow."""
-
-    on_overflow: Callable[[], None] = field(default=lambda: None)
-
-    def on_queue_overflow(self) -> None:
-        super().on_queue_overflow()
-        self.on_overflow()
-
-
-class _OverflowReportingEmitter(InotifyEmitter):
-    """Inotify emitter that queues a `QueueOverflowEvent` when the kernel queue overflows."""
-
-    def __init__(
-        self,
-        event_queue: EventQueue,
-        watch: ObservedWatch,
-        *,
-        timeout: float = DEFAULT_OBSERVER_TIMEOUT,
-        event_filter: list[type[FileSystemEvent]] | None = None,
-        inotify_fd: InotifyFD | None = None,
-    ) -> None:
-        super().__init__(
-            event_queue, watch, timeout=timeout, event_filter=event_filter, inotify_fd=inotify_fd
-        )
-        # Our own handle on the queue: the marker must bypass the event filter.
-        self._marker_queue = event_queue
-
-    def on_thread_start(self) -> None:
-        # InotifyEmitter.on_thread_start with our group in place of InotifyWatchGroup; watchdog
-        # has no public seam for this, so it touches the emitter's `_inotify*` attributes.
-        self._inotify = _OverflowReportingGroup(
-            self._inotify_fd,
-            os.fsencode(self.watch.path),
-            is_recursive=self.watch.is_recursive,
-            event_mask=self.get_event_mask_from_filter(),
-            follow_symlink=self.watch.follow_symlink,
-            on_overflow=self._queue_overflow_marker,
-        )
-
-    def _queue_overflow_marker(self) -> None:
-        self._marker_queue.put((QueueOverflowEvent(self.watch.path, is_synthetic=True), self.watch))
-
-
-class OverflowAwareObserver(BaseObserver):
-    """An inotify observer (one inotify instance for all its watches) that reports overflow."""
-
-    def __init__(self, *, timeout: float = DEFAULT_OBSERVER_TIMEOUT) -> None:
-        self.inotify_fd = InotifyFD()
-        self.inotify_fd.start()
-        super().__init__(_OverflowReportingEmitter, timeout=timeout, inotify_fd=self.inotify_fd)
-
-    def on_thread_stop(self) -> None:
-        super().on_thread_stop()
-        self.inotify_fd.stop()
-        self.inotify_fd.join()
 
 
 class _Handler(FileSystemEventHandler):
@@ -305,11 +214,8 @@ class SourceWatcher:
 
     def fingerprint(self) -> str:
         """A hash over all watched paths and their content hashes: equal means same sources."""
-        digest = hashlib.blake2b(digest_size=DIGEST_SIZE)
         with self._lock:
-            for path in sorted(self._snapshot):
-                digest.update(os.fsencode(path) + b"\0" + self._snapshot[path])
-        return digest.hexdigest()
+            return content_hash.fingerprint(self._snapshot)
 
     # Observer thread.
 

@@ -104,7 +104,7 @@ def test_failed_switch_is_degraded_and_tears_nothing_down(demo_stack: DemoStack)
     d.wait_platform("running", timeout=120)
     pid = d.status()["platform"]["pid"]
     result = d.cli("switch", "fullstack", timeout=300)
-    assert result.returncode == 1
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
     assert "emqx" in result.stderr or "fullstack" in result.stderr
     status = d.status()
     assert status["state"] == "degraded"

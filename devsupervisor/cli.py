@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from devsupervisor import __version__, paths, service
+from devsupervisor import __version__, logs, paths, service
 from devsupervisor.config import find_config, load_config, read_project_leniently, render_resolved
 from devsupervisor.control.client import Client
 from devsupervisor.errors import (
@@ -266,6 +266,9 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "run":
+        # Client commands print their own results; library log records would only repeat them.
+        logs.configure(None, console=None)
     try:
         return HANDLERS[args.command](args)
     except DevsupError as exc:

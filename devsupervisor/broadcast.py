@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
+
+from devsupervisor.logs import utc_iso
 
 T = TypeVar("T")
 
@@ -28,7 +29,7 @@ DEFAULT_QUEUE = 1000
 def drop_marker(count: int) -> dict[str, Any]:
     """The marker for dict streams: an event record in the shape of PRODUCT.md's events."""
     return {
-        "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "ts": utc_iso(),
         "event": "stream.dropped",
         "level": "warning",
         "dropped": count,

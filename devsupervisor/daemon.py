@@ -163,7 +163,7 @@ class Daemon:
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._signals.put_nowait, sig)
+            loop.add_signal_handler(sig, self.deliver_signal, sig)
 
     def _remove_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

@@ -25,15 +25,13 @@ from devsupervisor.docker_events import (
     restart_container,
 )
 from devsupervisor.errors import ComposeError, DockerUnavailable
-from devsupervisor.health import ServiceSupervisor
+from devsupervisor.health import KILL_WINDOW, ServiceSupervisor
 from devsupervisor.logs import get_logger
 
 log = get_logger()
 
 # Grace for a dependency's `docker restart`: enough for Postgres to checkpoint.
 RESTART_GRACE = 10.0
-# A platform container `die` this soon after a `kill` is someone's stop, not a crash.
-KILL_WINDOW = 30.0
 
 
 class Dependencies:

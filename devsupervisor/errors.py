@@ -76,10 +76,6 @@ class OperationFailed(DevsupError):
     exit_code = 1
 
 
-class BuildFailed(OperationFailed):
-    """The platform build (or container prebuild/image build) exited non-zero."""
-
-
 class ComposeError(OperationFailed):
     """A `docker compose` invocation failed."""
 

@@ -35,13 +35,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from devsupervisor.config.model import DependenciesConfig
 from devsupervisor.docker_events import ContainerEvent, ContainerInfo
-from devsupervisor.logs import get_logger
+from devsupervisor.logs import get_logger, utc_iso
 from devsupervisor.service_record import ServiceRecord, TimerHandle, short_id
 from devsupervisor.states import ServiceState
 
@@ -62,10 +61,6 @@ CallLater = Callable[[float, Callable[[], None]], TimerHandle]
 RestartFn = Callable[[str, str], Awaitable[None]]
 
 _S = ServiceState
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ServiceSupervisor:
@@ -212,7 +207,7 @@ class ServiceSupervisor:
                 "health": svc.health,
                 "restarts": svc.restarts,
                 "container": short_id(svc.container),
-                "since": _iso(svc.since),
+                "since": utc_iso(svc.since),
                 "reason": svc.reason,
             }
             for svc in self._services.values()

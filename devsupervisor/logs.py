@@ -13,6 +13,7 @@ import logging
 import logging.handlers
 import sys
 from collections.abc import Callable, MutableMapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -92,12 +93,11 @@ def configure(
     )
 
 
-def add_tap(tap: Tap) -> None:
-    """Feed every later record to `tap` too (the daemon's event and log buffers)."""
-    if _current is None:
-        configure()
-    assert _current is not None
-    _current._taps.append(tap)
+def utc_iso(ts: float | None = None) -> str:
+    """A wall-clock time (now by default) as ISO 8601 UTC with a Z, like every record's `ts`;
+    the form PRODUCT.md gives for every time in status and events."""
+    moment = datetime.now(UTC) if ts is None else datetime.fromtimestamp(ts, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def get_logger(**bound: Any) -> Any:

@@ -7,7 +7,6 @@ here: it is a platform target (`platform/container.py`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from devsupervisor.compose import Compose, ComposeFiles
 from devsupervisor.config.model import Config
@@ -78,7 +77,3 @@ class StackManager:
         compose = self.compose_for(stack)
         if compose.enabled:
             await compose.down()
-
-    async def containers(self, stack: str) -> list[dict[str, Any]]:
-        compose = self.compose_for(stack)
-        return await compose.ps() if compose.enabled else []

@@ -21,7 +21,6 @@ UNKNOWN_COMMAND: Final = "unknown_command"
 BAD_ARGS: Final = "bad_args"
 FORBIDDEN: Final = "forbidden"  # the peer's uid is neither the daemon's nor root
 FAILED: Final = "failed"  # the operation ran and failed (build failed, stack did not come up)
-BUSY: Final = "busy"  # the daemon cannot take this now (e.g. stopping, a switch in progress)
 INTERNAL: Final = "internal"  # a bug in the daemon; logged with its traceback
 
 RequestId = str | int | float | None

@@ -12,11 +12,10 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from devsupervisor.logs import get_logger
+from devsupervisor.logs import get_logger, utc_iso
 from devsupervisor.platform.target import PlatformTarget
 from devsupervisor.ready import NotReady
 from devsupervisor.scheduler import ReloadScheduler
@@ -34,10 +33,6 @@ BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 10.0
 
 Phase = Literal["build", "swap"]
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 class PlatformSupervisor:
@@ -194,7 +189,7 @@ class PlatformSupervisor:
         build = self._clock() - t_build
         self.last_build = {
             "ok": result.ok,
-            "started_at": _iso(self._wall() - build),
+            "started_at": utc_iso(self._wall() - build),
             "duration": round(build, 4),
             "trigger": trigger,
             "error": result.error_tail,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devsupervisor import logs
 from devsupervisor.config.model import DependenciesConfig, GiveUpConfig
+from devsupervisor.logs import pipeline as logs
 from tests.docker_env import (
     DEMO_STACK,
     ComposeProject,

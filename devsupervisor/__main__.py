@@ -1,5 +1,5 @@
 """`python -m devsupervisor` is the same as the `devsup` console script."""
 
-from devsupervisor.cli import main
+from devsupervisor.cli.main import main
 
 raise SystemExit(main())

@@ -6,8 +6,8 @@ Concurrency model
 -----------------
 One asyncio event loop owns all state. Nothing else mutates it.
 - The watchdog observer threads hash changed files and hand verified changes to the loop with
-  `loop.call_soon_threadsafe` (`watch.py`); the docker events thread does the same
-  (`docker_events.py`).
+  `loop.call_soon_threadsafe` (`watch/watcher.py`); the docker events thread does the same
+  (`stack/docker_events.py`).
 - Blocking calls (psutil tree walks, the docker SDK, the initial hash scan, config loading) run
   through `asyncio.to_thread`; subprocesses (builds, the platform, `docker compose`) are asyncio
   subprocesses.
@@ -28,19 +28,20 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
-from devsupervisor import __version__, logs, paths, statefile
+from devsupervisor import __version__, paths, statefile
 from devsupervisor.config import load_config
 from devsupervisor.config.model import Config
-from devsupervisor.config_watch import ConfigWatch
 from devsupervisor.control.commands import dispatcher
 from devsupervisor.control.server import ControlServer
 from devsupervisor.errors import ConfigError, UsageError
-from devsupervisor.log_streams import OUTPUT_EVENT, LogStreams
-from devsupervisor.notify import Notifier, run_watchdog
+from devsupervisor.logs import pipeline as logs
+from devsupervisor.logs.streams import OUTPUT_EVENT, LogStreams
 from devsupervisor.orchestrator import Orchestrator
 from devsupervisor.platform.binary import BinaryTarget, build_outputs
-from devsupervisor.process import ProcessIdentity, stop_tree
-from devsupervisor.watch import SourceWatcher
+from devsupervisor.platform.process import ProcessIdentity, stop_tree
+from devsupervisor.systemd.notify import Notifier, run_watchdog
+from devsupervisor.watch.config_watch import ConfigWatch
+from devsupervisor.watch.watcher import SourceWatcher
 
 log = logs.get_logger()
 

@@ -13,16 +13,16 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from devsupervisor.compose import UP_TIMEOUT
 from devsupervisor.config.model import Config
-from devsupervisor.dependencies import Dependencies
 from devsupervisor.errors import ConfigError, DevsupError, OperationFailed, UsageError
-from devsupervisor.logs import get_logger
+from devsupervisor.logs.pipeline import get_logger
 from devsupervisor.platform.binary import BinaryTarget
 from devsupervisor.platform.container import ContainerTarget
 from devsupervisor.platform.supervisor import PlatformSupervisor
 from devsupervisor.platform.target import PlatformTarget
-from devsupervisor.stack import StackManager
+from devsupervisor.stack.compose import UP_TIMEOUT
+from devsupervisor.stack.dependencies import Dependencies
+from devsupervisor.stack.manager import StackManager
 from devsupervisor.statefile import SavedState
 from devsupervisor.states import STACK_EDGES, StackState, transition
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from devsupervisor.logs import get_logger
+from devsupervisor.logs.pipeline import get_logger
 
 log = get_logger()
 

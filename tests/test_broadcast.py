@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from devsupervisor.broadcast import Broadcaster, Subscription, drop_marker
+from devsupervisor.logs.broadcast import Broadcaster, Subscription, drop_marker
 
 Item = int | str
 

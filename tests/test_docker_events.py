@@ -21,7 +21,7 @@ from typing import Any
 import docker
 import pytest
 
-from devsupervisor.docker_events import (
+from devsupervisor.stack.docker_events import (
     ContainerEvent,
     DockerEventSource,
     list_containers,

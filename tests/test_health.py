@@ -15,8 +15,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from devsupervisor.config.model import BackoffConfig, DependenciesConfig, GiveUpConfig
-from devsupervisor.docker_events import ContainerEvent, ContainerInfo
-from devsupervisor.health import ServiceSupervisor
+from devsupervisor.stack.docker_events import ContainerEvent, ContainerInfo
+from devsupervisor.stack.health import ServiceSupervisor
 
 CID = "c0ffee" * 10 + "abcd"
 CID2 = "beef" * 16

@@ -22,13 +22,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from devsupervisor.config.model import BackoffConfig, DependenciesConfig, GiveUpConfig
-from devsupervisor.docker_events import (
+from devsupervisor.stack.docker_events import (
     ContainerEvent,
     DockerEventSource,
     list_containers,
     restart_container,
 )
-from devsupervisor.health import ServiceSupervisor
+from devsupervisor.stack.health import ServiceSupervisor
 from tests.docker_env import (
     ComposeProject,
     compose_project,

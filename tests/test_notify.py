@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from devsupervisor.notify import Notifier, parse_watchdog_interval, run_watchdog
+from devsupervisor.systemd.notify import Notifier, parse_watchdog_interval, run_watchdog
 
 
 class NotifyReceiver:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-from devsupervisor.scheduler import ReloadScheduler
+from devsupervisor.platform.scheduler import ReloadScheduler
 
 
 class FakeHandle:

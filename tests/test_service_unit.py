@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from devsupervisor.errors import ConfigNotFound, UsageError
-from devsupervisor.service import (
+from devsupervisor.systemd.unit import (
     MARKER,
     SHIPPED_EXEC,
     UNIT_NAME,

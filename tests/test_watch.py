@@ -18,8 +18,8 @@ from structlog.testing import capture_logs
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, WatchDescriptor
 
-from devsupervisor.ignore import PathFilter, is_editor_temp
-from devsupervisor.watch import OverflowAwareObserver, SourceWatcher
+from devsupervisor.watch.ignore import PathFilter, is_editor_temp
+from devsupervisor.watch.watcher import OverflowAwareObserver, SourceWatcher
 
 GO_INCLUDE = ("**/*.go", "go.mod", "go.sum")
 QUEUE_LIMIT = Path("/proc/sys/fs/inotify/max_queued_events")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from devsupervisor.control.protocol import BAD_ARGS, FAILED, UNKNOWN_COMMAND, ProtocolError, Request
 from devsupervisor.control.server import Dispatch, Reply
 from devsupervisor.errors import OperationFailed, UsageError
-from devsupervisor.log_streams import follow_stream
+from devsupervisor.logs.streams import follow_stream
 from devsupervisor.states import StackState
 
 if TYPE_CHECKING:

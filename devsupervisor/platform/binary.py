@@ -8,12 +8,12 @@ import os
 import shlex
 from pathlib import Path
 
-from devsupervisor.build import BuildResult, run_command
 from devsupervisor.config.model import BinaryConfig, PlatformMode
-from devsupervisor.logs import get_logger
+from devsupervisor.logs.pipeline import get_logger
+from devsupervisor.platform.build import BuildResult, run_command
+from devsupervisor.platform.process import ProcessIdentity, spawn, stop_tree
+from devsupervisor.platform.ready import LogMatcher, wait_ready
 from devsupervisor.platform.target import ExitSink, LineSink
-from devsupervisor.process import ProcessIdentity, spawn, stop_tree
-from devsupervisor.ready import LogMatcher, wait_ready
 
 log = get_logger()
 

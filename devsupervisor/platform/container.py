@@ -16,12 +16,12 @@ from typing import Any
 import docker
 import docker.errors
 
-from devsupervisor.build import BuildResult, run_command
-from devsupervisor.compose import Compose
 from devsupervisor.config.model import PlatformMode
-from devsupervisor.logs import get_logger
+from devsupervisor.logs.pipeline import get_logger
+from devsupervisor.platform.build import BuildResult, run_command
+from devsupervisor.platform.ready import NotReady
 from devsupervisor.platform.target import ExitSink, LineSink
-from devsupervisor.ready import NotReady
+from devsupervisor.stack.compose import Compose
 
 log = get_logger()
 

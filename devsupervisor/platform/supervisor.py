@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from devsupervisor.logs import get_logger, utc_iso
+from devsupervisor.logs.pipeline import get_logger, utc_iso
+from devsupervisor.platform.ready import NotReady
+from devsupervisor.platform.scheduler import ReloadScheduler
 from devsupervisor.platform.target import PlatformTarget
-from devsupervisor.ready import NotReady
-from devsupervisor.scheduler import ReloadScheduler
 from devsupervisor.states import PLATFORM_EDGES, PlatformState, transition
 
 log = get_logger()

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from devsupervisor.build import BuildResult
 from devsupervisor.config.model import PlatformMode
+from devsupervisor.platform.build import BuildResult
 
 LineSink = Callable[[str], None]
 # Called on the loop with the exit code when the platform exits without being asked to.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pathspec import GitIgnoreSpec
 
-from devsupervisor.logs import get_logger
+from devsupervisor.logs.pipeline import get_logger
 
 log = get_logger()
 

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from devsupervisor.process import spawn, stop_tree
+from devsupervisor.platform.process import spawn, stop_tree
 
 # What status shows of a failed build; the log file has every line.
 ERROR_TAIL_LINES = 20

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from devsupervisor.logs import get_logger
+from devsupervisor.logs.pipeline import get_logger
 
 log = get_logger()
 

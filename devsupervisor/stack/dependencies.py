@@ -18,15 +18,15 @@ import docker
 import docker.errors
 
 from devsupervisor.config.model import Config
-from devsupervisor.docker_events import (
+from devsupervisor.errors import ComposeError, DockerUnavailable
+from devsupervisor.logs.pipeline import get_logger
+from devsupervisor.stack.docker_events import (
     ContainerEvent,
     DockerEventSource,
     list_containers,
     restart_container,
 )
-from devsupervisor.errors import ComposeError, DockerUnavailable
-from devsupervisor.health import KILL_WINDOW, ServiceSupervisor
-from devsupervisor.logs import get_logger
+from devsupervisor.stack.health import KILL_WINDOW, ServiceSupervisor
 
 log = get_logger()
 

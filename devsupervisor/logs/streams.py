@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from devsupervisor.broadcast import Broadcaster, drop_marker
+from devsupervisor.logs.broadcast import Broadcaster, drop_marker
 
 # Event names that `devsup events` streams: the supervisor's decisions, not its chatter.
 EVENT_PREFIXES = (

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from devsupervisor.config.model import Config
-from devsupervisor.watch import SourceWatcher
+from devsupervisor.watch.watcher import SourceWatcher
 
 
 def watched_files(config: Config) -> dict[Path, set[str]]:

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from devsupervisor.build import BuildResult, run_command
 from devsupervisor.errors import ComposeError
-from devsupervisor.logs import get_logger
+from devsupervisor.logs.pipeline import get_logger
+from devsupervisor.platform.build import BuildResult, run_command
 
 log = get_logger()
 

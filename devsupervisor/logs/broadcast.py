@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from devsupervisor.logs import utc_iso
+from devsupervisor.logs.pipeline import utc_iso
 
 T = TypeVar("T")
 

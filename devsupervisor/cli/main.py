@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from devsupervisor import __version__, logs, paths, service
+from devsupervisor import __version__, paths
+from devsupervisor.cli.progress import Progress
+from devsupervisor.cli.status_view import render
 from devsupervisor.config import find_config, load_config, read_project_leniently, render_resolved
 from devsupervisor.control.client import Client
 from devsupervisor.errors import (
@@ -25,8 +27,8 @@ from devsupervisor.errors import (
     DevsupError,
     UsageError,
 )
-from devsupervisor.progress import Progress
-from devsupervisor.status_view import render
+from devsupervisor.logs import pipeline as logs
+from devsupervisor.systemd import unit as service
 
 # How long `devsup stop` waits for the daemon to be gone before saying so.
 STOP_WAIT = 30.0

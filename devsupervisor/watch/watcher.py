@@ -45,11 +45,11 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 
-from devsupervisor import content_hash
-from devsupervisor.content_hash import hash_file
-from devsupervisor.ignore import GITIGNORE, PathFilter
-from devsupervisor.inotify_observer import OverflowAwareObserver, QueueOverflowEvent
-from devsupervisor.logs import get_logger
+from devsupervisor.logs.pipeline import get_logger
+from devsupervisor.watch import content_hash
+from devsupervisor.watch.content_hash import hash_file
+from devsupervisor.watch.ignore import GITIGNORE, PathFilter
+from devsupervisor.watch.inotify_observer import OverflowAwareObserver, QueueOverflowEvent
 
 log = get_logger()
 

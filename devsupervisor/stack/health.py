@@ -39,9 +39,9 @@ from functools import partial
 from typing import Any
 
 from devsupervisor.config.model import DependenciesConfig
-from devsupervisor.docker_events import ContainerEvent, ContainerInfo
-from devsupervisor.logs import get_logger, utc_iso
-from devsupervisor.service_record import ServiceRecord, TimerHandle, short_id
+from devsupervisor.logs.pipeline import get_logger, utc_iso
+from devsupervisor.stack.docker_events import ContainerEvent, ContainerInfo
+from devsupervisor.stack.service_record import ServiceRecord, TimerHandle, short_id
 from devsupervisor.states import ServiceState
 
 log = get_logger()

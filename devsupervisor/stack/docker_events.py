@@ -23,7 +23,7 @@ from typing import Any
 import docker
 import requests
 
-from devsupervisor.logs import get_logger
+from devsupervisor.logs.pipeline import get_logger
 
 log = get_logger()
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from devsupervisor.compose import Compose, ComposeFiles
 from devsupervisor.config.model import Config
-from devsupervisor.logs import get_logger
+from devsupervisor.logs.pipeline import get_logger
+from devsupervisor.stack.compose import Compose, ComposeFiles
 
 log = get_logger()
 

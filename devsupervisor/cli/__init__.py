@@ -1,0 +1,1 @@
+"""The `devsup` command line."""

@@ -1,0 +1,1 @@
+"""Structured logs: the pipeline, streams for followers, the broadcaster."""

@@ -1,0 +1,1 @@
+"""The compose stack: compose CLI, Docker events, dependency health."""

@@ -1,0 +1,1 @@
+"""systemd integration: the notify protocol and the user unit."""

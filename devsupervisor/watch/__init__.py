@@ -1,0 +1,1 @@
+"""Change detection: which source files changed, by content."""

@@ -1,0 +1,79 @@
+"""The status object of the contract (`devsup status --json`, the `status` command, the
+dashboard's `/api/status`) as TypedDicts, so mypy checks the producers (platform owner, service
+health, daemon) and the readers (CLI screen, dashboard) against one definition.
+
+A leaf module: imports nothing from the package (the CLI reads it without loading the daemon).
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+
+class BuildInfo(TypedDict):
+    ok: bool
+    started_at: str
+    duration: float
+    trigger: list[str]
+    error: str | None
+
+
+class ReloadBreakdown(TypedDict):
+    detect: float
+    build: float
+    stop: float
+    start: float
+    ready: float
+    total: float
+
+
+class PlatformStatus(TypedDict):
+    mode: str
+    state: str
+    pid: int | None
+    container: str | None
+    uptime: float | None
+    restarts: int
+    last_build: BuildInfo | None
+    last_reload: ReloadBreakdown | None
+
+
+class ServiceStatus(TypedDict):
+    name: str
+    state: str
+    health: str
+    restarts: int
+    container: str | None
+    since: str
+    reason: str | None
+
+
+class WatcherStatus(TypedDict):
+    paused: bool
+    paths: list[str]
+    pending: int
+
+
+class DockerStatus(TypedDict):
+    available: bool
+    error: str | None
+
+
+class DaemonStatus(TypedDict):
+    pid: int
+    version: str
+    uptime: float
+    socket: str
+    log_file: str
+
+
+class Status(TypedDict):
+    project: str
+    stack: str
+    state: str
+    platform: PlatformStatus
+    services: list[ServiceStatus]
+    watcher: WatcherStatus
+    docker: DockerStatus
+    config_error: str | None
+    daemon: DaemonStatus

@@ -1,14 +1,16 @@
 """A Docker engine of a test's own: a `dockerd` under a private temp root, stopped at will.
 
 Tests that stop and start the engine must never touch the machine's engine, so this one gets its
-own data root, exec root (its containerd lives there too), pidfile and API socket, and settings
-that cannot clash with the system engine: no default bridge, no iptables or forwarding changes
-(published ports still work on 127.0.0.1 through docker-proxy) and its own address pool for the
-networks compose creates.
+own data root, exec root (its containerd lives there too), pidfile and API socket, and runs in a
+network namespace of its own (`tests.netns`): started in the host's namespace, `--bridge=none`
+makes dockerd delete the system engine's `docker0`. In its namespace it has no default bridge,
+changes no iptables or forwarding settings, and its networks (own address pool) live and die with
+the namespace. The API socket is a file, so the test and the daemon reach it from the host;
+published ports are bound inside the namespace (`netns.http_get` reaches them).
 
-Everything it started is found by pid or by its unique root path (dockerd, containerd and the
-shims name it on their command lines) and ended by pid; `remove()` also unmounts what the engine
-left mounted under the root and deletes the bridges of the networks it created.
+Everything it started is found by pid, by its namespace or by its unique root path (dockerd,
+containerd and the shims name it on their command lines) and ended by pid; `remove()` also
+unmounts whatever the engine left mounted under the root and deletes the namespace it created.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pathlib import Path
 
 import psutil
 
+from tests.netns import NetNamespace
+
 # Outside the system engine's pools (172.17+/16, 192.168/20) and this machine's addresses.
 ADDRESS_POOL = "base=10.213.0.0/16,size=24"
 # A cold start (containerd boot, overlay2 checks, loading containers) takes 1-3 s here.
@@ -36,10 +40,16 @@ PING_OK = b"OK"
 
 
 class PrivateDockerd:
-    """One `dockerd` rooted at `root`; keep that short (unix socket paths: 107 bytes at most)."""
+    """One `dockerd` rooted at `root`; keep that short (unix socket paths: 107 bytes at most).
 
-    def __init__(self, root: Path) -> None:
+    It runs in `netns` when given (shared with other processes, e.g. a remote-machine stand-in;
+    the caller removes it), else in a namespace of its own, created here and removed by `remove()`.
+    """
+
+    def __init__(self, root: Path, netns: NetNamespace | None = None) -> None:
         self.root = root
+        self.owns_netns = netns is None
+        self.netns = netns if netns is not None else NetNamespace()
         self.data_root = root / "data"
         self.exec_root = root / "exec"
         self.pidfile = root / "dockerd.pid"
@@ -47,7 +57,6 @@ class PrivateDockerd:
         self.log = root / "dockerd.log"
         self.config_file = root / "daemon.json"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.bridges: set[str] = set()  # host interfaces of networks created on this engine
 
     @property
     def host(self) -> str:
@@ -74,6 +83,8 @@ class PrivateDockerd:
         if self.is_running():
             raise RuntimeError("private dockerd already running")
         self.root.mkdir(parents=True, exist_ok=True)
+        if not self.netns.created:
+            self.netns.create()
         # An empty config file of its own: /etc/docker/daemon.json is the system engine's.
         self.config_file.write_text(json.dumps({}))
         args = [
@@ -91,10 +102,7 @@ class PrivateDockerd:
         ]
         with self.log.open("ab") as out:
             # Own session: no terminal signal meant for pytest reaches the engine.
-            self.proc = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
+            self.proc = self.netns.popen(args, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT
         while not self.answers():
             if self.proc.poll() is not None:
@@ -157,16 +165,9 @@ class PrivateDockerd:
                 found[proc.pid] = proc
         return list(found.values())
 
-    def remember_bridges(self) -> None:
-        """Note the host bridge of every user network, to delete it if the engine cannot."""
-        ids = self.docker("network", "ls", "-q", "--no-trunc", "--filter", "driver=bridge")
-        for net in ids.stdout.split():
-            self.bridges.add(f"br-{net[:12]}")
-
     def remove_project(self, project: str) -> None:
         """Remove the compose project's containers, volumes and networks from this engine."""
         label = f"label=com.docker.compose.project={project}"
-        self.remember_bridges()
         containers = self.docker("ps", "-aq", "--filter", label).stdout.split()
         if containers:
             self.docker("rm", "-f", "-v", *containers)
@@ -178,7 +179,7 @@ class PrivateDockerd:
             self.docker("network", "rm", *networks)
 
     def remove(self) -> None:
-        """Stop the engine, then delete its mounts, bridges and the whole root."""
+        """Stop the engine, then delete its mounts, its namespace (when its own) and the root."""
         self.stop()
         marker = str(self.root) + "/"
         mounts = [
@@ -188,9 +189,8 @@ class PrivateDockerd:
         ]
         for mount in sorted(mounts, key=len, reverse=True):  # deepest first
             subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
-        for bridge in sorted(self.bridges):
-            if Path("/sys/class/net", bridge).exists():
-                subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
+        if self.owns_netns:
+            self.netns.remove()  # the engine's bridges and veths go with it
         if self.root.is_relative_to("/tmp") and self.root != Path("/tmp"):
             shutil.rmtree(self.root, ignore_errors=True)
 

@@ -25,7 +25,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from devsupervisor import paths
-from devsupervisor.broadcast import Broadcaster, Subscription, drop_marker
 from devsupervisor.control import protocol
 from devsupervisor.control.client import Client
 from devsupervisor.control.protocol import ProtocolError, Request
@@ -37,6 +36,7 @@ from devsupervisor.errors import (
     RemoteError,
     SocketPathTooLong,
 )
+from devsupervisor.logs.broadcast import Broadcaster, Subscription, drop_marker
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -252,11 +252,32 @@ def _python_for(uid: int) -> str:
         probe = subprocess.run(
             ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", candidate, "-c", ""],
             capture_output=True,
+            cwd="/",
             check=False,
         )
         if probe.returncode == 0:
             return candidate
     raise AssertionError(f"no python3 that uid {uid} can run (tried {sys.executable})")
+
+
+@pytest.fixture
+def readable_package() -> Iterator[Path]:
+    """A copy of the package's source in a 0755 temp dir: another uid can import it from there.
+
+    The checkout itself may sit under a 0700 home directory that `nobody` cannot enter.
+    """
+    base = Path(tempfile.mkdtemp(prefix="devsup-src-"))
+    try:
+        shutil.copytree(
+            REPO / "devsupervisor",
+            base / "devsupervisor",
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
+        for path in [base, *base.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 PEER_SCRIPT = """
@@ -273,17 +294,33 @@ else:
 """
 
 
-def test_another_uid_is_refused_as_a_real_process(runtime_dir: Path) -> None:
+def test_another_uid_is_refused_as_a_real_process(
+    runtime_dir: Path, readable_package: Path
+) -> None:
     """A client running as `nobody` is stopped by the 0700 directory, and by SO_PEERCRED past it."""
     if os.getuid() != 0:
         pytest.skip("needs root to run a client as another uid")
     python = _python_for(NOBODY)
+    # The real client, from the copy nobody can read, on that interpreter (stdlib only).
+    as_uid = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", python)
+    env = {"PYTHONPATH": str(readable_package), "PATH": os.environ["PATH"]}
+    cwd = str(readable_package)
+    importable = subprocess.run(
+        [*as_uid, "-c", "import devsupervisor.control.client, devsupervisor.errors"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert importable.returncode == 0, f"the client does not import as nobody: {importable.stderr}"
 
     async def as_nobody(path: Path) -> str:
         proc = await asyncio.create_subprocess_exec(
-            *("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"),
-            *(python, "-c", PEER_SCRIPT, str(path)),
-            env={"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"]},
+            *as_uid,
+            *("-c", PEER_SCRIPT, str(path)),
+            env=env,
+            cwd=cwd,
             stdout=asyncio.subprocess.PIPE,
         )
         out, _ = await proc.communicate()

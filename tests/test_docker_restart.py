@@ -126,7 +126,9 @@ def test_engine_stop_and_start_leads_to_reconnect_and_reconcile(
     containers = {s["name"]: s["container"] for s in up["services"]}
     assert up["platform"]["state"] == "running" and platform_pid
     postgres_url = f"http://127.0.0.1:{daemon.env['DEMO_POSTGRES_PORT']}/healthz"
-    assert http_get(postgres_url) == "ok", "published port of the private engine not reachable"
+    # Published inside the engine's network namespace, so reachable only from in there.
+    assert http_get(postgres_url) is None, "a port of the private engine is open on the host"
+    assert engine.netns.http_get(postgres_url) == "ok", "published port of the private engine"
 
     started = time.monotonic()
     engine.stop()
@@ -170,5 +172,5 @@ def test_engine_stop_and_start_leads_to_reconnect_and_reconcile(
     assert back["platform"]["pid"] == platform_pid, "the host platform was restarted"
     # The engine stopped the containers on its way down; reconcile starts them, not new ones.
     assert {s["name"]: s["container"] for s in back["services"]} == containers
-    assert http_get(postgres_url) == "ok", "reconciled service not reachable on its port"
+    assert engine.netns.http_get(postgres_url) == "ok", "reconciled service not on its port"
     print(f"engine stopped in {stopped_in:.1f}s; stack reconciled {reconciled_in:.1f}s after start")

@@ -21,6 +21,7 @@ from typing import Any
 import docker
 import pytest
 
+from devsupervisor.backoff import BackoffPolicy
 from devsupervisor.stack.docker_events import (
     ContainerEvent,
     DockerEventSource,
@@ -291,8 +292,7 @@ def test_engine_lost_and_back_replays_the_gap(
         source = recorder.source(
             compose_project.name,
             client_factory=proxied_client(proxy),
-            backoff_initial=0.05,
-            backoff_max=0.2,
+            reconnect=BackoffPolicy(initial=0.05, max=0.2, restarts=None, within=60.0),
         )
         source.start()
         try:
@@ -328,8 +328,7 @@ def test_unreachable_engine_at_start_is_lost_then_back(
         source = recorder.source(
             "devsup-test-nothing",
             client_factory=proxied_client(proxy),
-            backoff_initial=0.05,
-            backoff_max=0.2,
+            reconnect=BackoffPolicy(initial=0.05, max=0.2, restarts=None, within=60.0),
         )
         source.start()
         try:

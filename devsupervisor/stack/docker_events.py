@@ -23,6 +23,7 @@ from typing import Any
 import docker
 import requests
 
+from devsupervisor.backoff import BackoffPolicy, RestartBudget
 from devsupervisor.logs.pipeline import get_logger
 
 log = get_logger()
@@ -34,6 +35,9 @@ ONEOFF_LABEL = "com.docker.compose.oneoff"
 # exec_create/exec_start/exec_die triple (every interval, every container) off the stream;
 # `health_status` matches `health_status: <status>` (the engine fuzzy-matches that name).
 ACTIONS = ("create", "start", "restart", "kill", "die", "oom", "stop", "destroy", "health_status")
+# Reconnecting to a lost engine: a quick first retry (a restarting engine is back within
+# seconds), capped so a long outage costs one attempt every 10 s; never gives up.
+RECONNECT_POLICY = BackoffPolicy(initial=0.5, max=10.0, restarts=None, within=float("inf"))
 # How long stop() waits for the thread; closing the stream's socket ends it within milliseconds.
 STOP_JOIN_TIMEOUT = 5.0
 
@@ -106,8 +110,7 @@ class DockerEventSource:
         on_lost: Callable[[str], None],
         on_back: Callable[[], None],
         client_factory: Callable[[], docker.DockerClient] = docker.from_env,
-        backoff_initial: float = 0.5,
-        backoff_max: float = 10.0,
+        reconnect: BackoffPolicy = RECONNECT_POLICY,
     ) -> None:
         self.project = project
         self._loop = loop
@@ -115,8 +118,8 @@ class DockerEventSource:
         self._on_lost = on_lost
         self._on_back = on_back
         self._client_factory = client_factory
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
+        # Used by the thread only.
+        self._reconnects = RestartBudget(reconnect)
         self._should_stop = threading.Event()
         self._subscribed = threading.Event()
         self._lock = threading.Lock()  # guards _client/_stream between the thread and stop()
@@ -158,7 +161,6 @@ class DockerEventSource:
     # -- the thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
-        delay = self._backoff_initial
         lost = False
         while not self._should_stop.is_set():
             try:
@@ -168,11 +170,10 @@ class DockerEventSource:
                 if not lost:
                     lost = True
                     self._post(self._on_lost, _reason(exc))
-                self._should_stop.wait(delay)
-                delay = min(delay * 2, self._backoff_max)
+                self._should_stop.wait(self._reconnects.record_failure() or 0.0)
                 continue
             self._subscribed.set()
-            delay = self._backoff_initial
+            self._reconnects.reset()
             if lost:
                 lost = False
                 self._post(self._on_back)

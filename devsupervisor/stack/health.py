@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any
 
+from devsupervisor.backoff import BackoffPolicy, RestartBudget
 from devsupervisor.config.model import DependenciesConfig
 from devsupervisor.logs.pipeline import get_logger, utc_iso
 from devsupervisor.stack.docker_events import ContainerEvent, ContainerInfo
@@ -86,7 +87,8 @@ class ServiceSupervisor:
             call_later: `(delay, callback)` -> handle with `cancel()`; the running loop's by
                 default.
         """
-        self.deps = deps
+        self._deps = deps
+        self._policy = _policy(deps)
         self._restart = restart
         self._on_restarted = on_restarted
         self._clock = clock
@@ -98,6 +100,18 @@ class ServiceSupervisor:
 
     # -- what the daemon calls ----------------------------------------------------------------
 
+    @property
+    def deps(self) -> DependenciesConfig:
+        return self._deps
+
+    @deps.setter
+    def deps(self, deps: DependenciesConfig) -> None:
+        """A config reload: restarts already counted stay counted under the new budget."""
+        self._deps = deps
+        self._policy = _policy(deps)
+        for svc in self._services.values():
+            svc.budget.policy = self._policy
+
     def set_services(self, names: Iterable[str]) -> None:
         """The chosen stack's services (start, switch). Kept ones are `reset`; others dropped."""
         wanted = list(dict.fromkeys(names))
@@ -108,7 +122,8 @@ class ServiceSupervisor:
             if name in self._services:
                 self.reset(name)
             else:
-                self._services[name] = ServiceRecord(name, since=self._wall())
+                budget = RestartBudget(self._policy, clock=self._clock)
+                self._services[name] = ServiceRecord(name, since=self._wall(), budget=budget)
 
     def reset(self, name: str) -> None:
         """Forget restarts, give-up and stop marks (`devsup restart NAME`, a switch).
@@ -139,7 +154,8 @@ class ServiceSupervisor:
         svc = self._services[name]
         svc.clear_marks()
         self.mark_restarting(name, reason)
-        svc.count_restart(self._clock())
+        svc.budget.record_failure()  # a manual restart opens the window, like the first crash
+        svc.restarts += 1
         try:
             await self._restart(name, reason)
         except Exception:
@@ -378,24 +394,22 @@ class ServiceSupervisor:
         """Restart now, after the backoff delay, or give up: one restart in flight at a time."""
         if svc.pending is not None or svc.ours or not self._docker_available:
             return
-        give_up = self.deps.give_up_after
-        recent = svc.recent_restarts(self._clock(), give_up.within)
-        if recent >= give_up.restarts:
+        delay = svc.budget.record_failure()
+        if delay is None:
+            give_up = self.deps.give_up_after
             log.error(
                 "service.gave_up",
                 service=svc.name,
-                restarts=recent,
+                restarts=give_up.restarts,
                 window=give_up.within,
                 reason=reason,
             )
             svc.move(
                 _S.GAVE_UP,
-                f"gave up after {recent} restarts within {give_up.within:g}s ({reason})",
+                f"gave up after {give_up.restarts} restarts within {give_up.within:g}s ({reason})",
                 self._wall(),
             )
             return
-        backoff = self.deps.backoff
-        delay = 0.0 if recent == 0 else min(backoff.initial * 2 ** (recent - 1), backoff.max)
         svc.move(_S.RESTARTING, reason, self._wall())
         if delay == 0.0:
             self._issue(svc, reason, delay)
@@ -410,7 +424,8 @@ class ServiceSupervisor:
 
     def _issue(self, svc: ServiceRecord, reason: str, delay: float) -> None:
         svc.ours = True
-        attempt = svc.count_restart(self._clock())
+        svc.restarts += 1
+        attempt = svc.budget.count
         task = asyncio.get_running_loop().create_task(
             self._run_restart(svc, reason, attempt, delay)
         )
@@ -437,6 +452,17 @@ class ServiceSupervisor:
             return
         log.info("service.restarted", service=svc.name, reason=reason, attempt=attempt, delay=delay)
         self._on_restarted(svc.name)
+
+
+def _policy(deps: DependenciesConfig) -> BackoffPolicy:
+    """A crash is restarted at once; later ones within the window back off, then give up."""
+    return BackoffPolicy(
+        initial=deps.backoff.initial,
+        max=deps.backoff.max,
+        restarts=deps.give_up_after.restarts,
+        within=deps.give_up_after.within,
+        immediate_first=True,
+    )
 
 
 def _preferred(candidate: ContainerInfo, current: ContainerInfo) -> bool:

@@ -6,10 +6,10 @@ it still rejects moves no event can cause, e.g. leaving `gave_up` without a rese
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
+from devsupervisor.backoff import RestartBudget
 from devsupervisor.states import ServiceState, transition
 
 _S = ServiceState
@@ -46,6 +46,7 @@ class ServiceRecord:
 
     name: str
     since: float  # wall clock of the last state change
+    budget: RestartBudget  # backoff and give-up for restarts devsup makes
     state: ServiceState = ServiceState.STARTING
     reason: str | None = None
     health: str = "none"  # healthy | unhealthy | starting | none
@@ -60,7 +61,6 @@ class ServiceRecord:
     oom: bool = False  # an `oom` event came; the `die` that follows is its doing
     ours: bool = False  # devsup's restart in flight: its kill/die/stop are expected
     pending: TimerHandle | None = None  # a restart waiting out its backoff delay
-    _restart_times: deque[float] = field(default_factory=deque)
 
     def move(self, target: ServiceState, reason: str | None, now: float) -> None:
         """Change state through the edge table; `since` moves only when the state does.
@@ -82,18 +82,6 @@ class ServiceRecord:
     def clear_marks(self) -> None:
         """Forget stop marks, the give-up window and any in-flight or waiting restart."""
         self.cancel_pending()
-        self._restart_times.clear()
+        self.budget.reset()
         self.on_purpose = self.ours = self.oom = False
         self.killed_at = self.stopped_at = None
-
-    def recent_restarts(self, now: float, window: float) -> int:
-        """How many restarts devsup made within `window` seconds before `now`."""
-        while self._restart_times and self._restart_times[0] <= now - window:
-            self._restart_times.popleft()
-        return len(self._restart_times)
-
-    def count_restart(self, now: float) -> int:
-        """Record a restart; return its attempt number within the current window."""
-        self._restart_times.append(now)
-        self.restarts += 1
-        return len(self._restart_times)

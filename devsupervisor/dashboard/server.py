@@ -1,0 +1,369 @@
+"""The dashboard's HTTP server: the page, `/api/status`, `POST /api/<command>`, `/api/events`.
+
+Integration is through constructor seams only, so the daemon's core stays unaware of HTTP:
+- `dispatch`: the control socket's command function. `POST /api/<command>` builds the same
+  `Request` the socket would (through `protocol.parse_request`, so the same validation applies)
+  and answers with the same envelope (`protocol.ok` / `protocol.error`): one intent, one reply,
+  whichever door it came through. Log follows go through it too (`logs` with `follow`).
+- `status`: the status object, read whenever something may have changed.
+- `events`: the event stream; it feeds `History` (reload chart, start/switch timeline) and wakes
+  the live connections, which then send the status only when it actually differs.
+
+aiohttp owns the sockets on the daemon's loop. Every request first passes `auth.Guard`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from importlib import resources
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from devsupervisor.control import protocol
+from devsupervisor.control.protocol import ProtocolError, Request
+from devsupervisor.dashboard import sse
+from devsupervisor.dashboard.auth import Guard
+from devsupervisor.dashboard.history import History
+from devsupervisor.dashboard.ports import PortLookup
+from devsupervisor.logs.broadcast import Broadcaster
+
+log = structlog.get_logger()
+
+Dispatch = Callable[[Request], Awaitable[Any]]
+StatusFn = Callable[[], Mapping[str, Any]]
+
+# Loopback only: the dashboard is for the person at this machine.
+HOST = "127.0.0.1"
+# Same bound as a socket request line: a command's args are small.
+MAX_BODY = protocol.MAX_LINE
+# Things that change without an event (pending changes, paused) still show within a second.
+STATUS_INTERVAL = 1.0
+# A dead browser is noticed at the next write; a comment this often makes sure there is one.
+KEEPALIVE = 15.0
+# The page's log view starts with this many lines when it does not ask for a number.
+DEFAULT_LOG_LINES = 300
+MAX_LOG_LINES = 5000
+# Requests still running at shutdown (a rebuild from the page) get this long to finish.
+SHUTDOWN_TIMEOUT = 1.0
+# Events the history keeper takes over from before the dashboard started (daemon.started).
+EVENT_BACKLOG = 1000
+# Status fields that change every time they are read; the page counts them up itself.
+_TICKING = (("daemon", "uptime"), ("platform", "uptime"))
+# Commands whose reply is a stream: served by GET /api/events, not by POST.
+_STREAMING = ("logs", "events")
+# HTTP status for each error code of the reply envelope.
+_HTTP_STATUS = {
+    protocol.BAD_REQUEST: 400,
+    protocol.BAD_ARGS: 400,
+    protocol.UNKNOWN_COMMAND: 404,
+    protocol.FAILED: 409,
+    protocol.INTERNAL: 500,
+}
+# The page loads only its own files: no inline script, no third party, no framing.
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+_STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+
+
+class DashboardServer:
+    """Serve the dashboard on 127.0.0.1:`port` (0: a free port). Loop-only.
+
+    Args:
+        dispatch: the control command function (`control.commands.dispatcher(daemon)`).
+        status: returns the status object.
+        events: the daemon's event broadcaster (`LogStreams.events`).
+        token: the login token (`auth.new_token()`).
+        ports: published-port lookup for the services table (a seam for tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        dispatch: Dispatch,
+        status: StatusFn,
+        events: Broadcaster[dict[str, Any]],
+        token: str,
+        port: int = 0,
+        ports: PortLookup | None = None,
+        status_interval: float = STATUS_INTERVAL,
+    ) -> None:
+        self._dispatch = dispatch
+        self._status = status
+        self._events = events
+        self._token = token
+        self._port = port
+        self._ports = ports or PortLookup()
+        self._status_interval = status_interval
+        self.history = History()
+        self.guard: Guard | None = None
+        self._runner: web.AppRunner | None = None
+        self._wakeups: set[asyncio.Event] = set()
+        self._closing = asyncio.Event()
+        self._feeder: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        if self.guard is None:
+            raise RuntimeError("dashboard not started")
+        return self.guard.port
+
+    @property
+    def url(self) -> str:
+        """The page's address, without the token."""
+        return f"http://{HOST}:{self.port}/"
+
+    async def start(self) -> str:
+        """Bind, start serving and following events. Returns the URL.
+
+        Raises:
+            OSError: the port cannot be bound.
+        """
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((HOST, self._port))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        self.guard = Guard(self._token, int(sock.getsockname()[1]))
+        app = web.Application(middlewares=[self.guard.middleware], client_max_size=MAX_BODY)
+        app.router.add_get("/", self._page)
+        app.router.add_get("/static/{name}", self._static)
+        app.router.add_get("/api/status", self._api_status)
+        app.router.add_get("/api/history", self._api_history)
+        app.router.add_get("/api/events", self._api_events)
+        app.router.add_post("/api/{command}", self._api_command)
+        app.on_response_prepare.append(_add_security_headers)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+        self._feeder = asyncio.get_running_loop().create_task(self._follow_events())
+        log.info("dashboard.listening", url=self.url)
+        return self.url
+
+    async def close(self) -> None:
+        """End every live connection and stop serving."""
+        self._closing.set()
+        self._wake()
+        if self._feeder is not None:
+            self._feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._feeder
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await asyncio.to_thread(self._ports.close)
+        log.info("dashboard.closed")
+
+    # -- change notification ---------------------------------------------------------------
+
+    async def _follow_events(self) -> None:
+        async with self._events.subscribe(backlog=EVENT_BACKLOG) as events:
+            async for record in events:
+                self.history.feed(record)
+                self._wake()
+
+    def _wake(self) -> None:
+        for wakeup in self._wakeups:
+            wakeup.set()
+
+    # -- page ------------------------------------------------------------------------------
+
+    async def _page(self, request: web.Request) -> web.Response:
+        return _static_file("index.html")
+
+    async def _static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in ("app.js", "style.css"):
+            raise web.HTTPNotFound()
+        return _static_file(name)
+
+    # -- API -------------------------------------------------------------------------------
+
+    async def _api_status(self, request: web.Request) -> web.Response:
+        return _json(self._status())
+
+    async def _api_history(self, request: web.Request) -> web.Response:
+        return _json(self.history.snapshot())
+
+    async def _api_command(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        envelope = await self.command(request.match_info["command"], body)
+        self._wake()
+        status = 200 if envelope["ok"] else _HTTP_STATUS.get(envelope["error"]["code"], 400)
+        try:
+            data = protocol.encode(envelope)
+        except (TypeError, ValueError) as exc:
+            log.error("dashboard.unencodable_result", error=str(exc))
+            data = protocol.encode(protocol.error(None, protocol.INTERNAL, str(exc)))
+            status = 500
+        return web.Response(body=data, status=status, content_type="application/json")
+
+    async def command(self, name: str, body: bytes) -> dict[str, Any]:
+        """Run one command as the socket would and return its reply envelope.
+
+        `body` is the command's args as a JSON object (empty: no args).
+        """
+        args = body.strip() or b"{}"
+        line = b'{"cmd":' + json.dumps(name).encode() + b',"args":' + args + b"}"
+        try:
+            request = protocol.parse_request(line)
+        except ProtocolError as exc:
+            return protocol.error(None, exc.code, exc.message)
+        if name in _STREAMING and request.args.get("follow"):
+            message = f"{name} with follow is served by GET /api/events"
+            return protocol.error(None, protocol.BAD_ARGS, message)
+        log.info("dashboard.command", cmd=name)
+        try:
+            result = await self._dispatch(request)
+        except ProtocolError as exc:
+            return protocol.error(None, exc.code, exc.message)
+        except Exception as exc:
+            log.exception("dashboard.dispatch_failed", cmd=name)
+            return protocol.error(None, protocol.INTERNAL, f"{type(exc).__name__}: {exc}")
+        return protocol.ok(None, result)
+
+    async def _api_events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: status and history when they change, and one log source live."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
+        )
+        await response.prepare(request)
+        stream = _EventStream(response)
+        tasks = [asyncio.create_task(self._pump_state(stream, request))]
+        source = request.query.get("logs")
+        if source:
+            lines = _bounded_int(request.query.get("lines"), DEFAULT_LOG_LINES, MAX_LOG_LINES)
+            tasks.append(asyncio.create_task(self._pump_logs(stream, source, lines)))
+        closing = asyncio.create_task(self._closing.wait())
+        try:
+            await asyncio.wait([*tasks, closing], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (*tasks, closing):
+                task.cancel()
+            await asyncio.gather(*tasks, closing, return_exceptions=True)
+        return response
+
+    async def _pump_state(self, stream: _EventStream, request: web.Request) -> None:
+        wakeup = asyncio.Event()
+        self._wakeups.add(wakeup)
+        last_status: str | None = None
+        last_history = -1
+        last_ports: dict[str, Any] | None = None
+        idle = 0.0
+        try:
+            while not self._closing.is_set():
+                if request.transport is None or request.transport.is_closing():
+                    return
+                wakeup.clear()
+                status = dict(self._status())
+                key = _steady_key(status)
+                if key != last_status:
+                    await stream.send("status", status)
+                    last_status, idle = key, 0.0
+                if self.history.version != last_history:
+                    last_history = self.history.version
+                    await stream.send("history", self.history.snapshot())
+                ports = await self._ports.ports(
+                    {s["name"]: s.get("container") for s in status.get("services", [])}
+                )
+                if ports != last_ports:
+                    await stream.send("ports", ports)
+                    last_ports = ports
+                if idle >= KEEPALIVE:
+                    await stream.write(sse.comment("keepalive"))
+                    idle = 0.0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), self._status_interval)
+                idle += self._status_interval
+        finally:
+            self._wakeups.discard(wakeup)
+
+    async def _pump_logs(self, stream: _EventStream, source: str, lines: int) -> None:
+        request = Request(None, "logs", {"name": source, "lines": lines, "follow": True})
+        try:
+            items = await self._dispatch(request)
+        except ProtocolError as exc:
+            await stream.send("logerror", {"source": source, "message": exc.message})
+            return
+        if not isinstance(items, AsyncIterator):
+            items = _iterate(items)
+        try:
+            async for item in items:
+                await stream.send("log", sse.log_line(item, source))
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+
+class _EventStream:
+    """One SSE response written by two pumps; the lock keeps their messages whole."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        self._response = response
+        self._lock = asyncio.Lock()
+
+    async def send(self, event: str, data: Any) -> None:
+        await self.write(sse.frame(event, data))
+
+    async def write(self, data: bytes) -> None:
+        async with self._lock:
+            await self._response.write(data)
+
+
+async def _iterate(items: Any) -> AsyncIterator[dict[str, Any]]:
+    for item in items:
+        yield item
+
+
+def _steady_key(status: Mapping[str, Any]) -> str:
+    """The status as JSON without the fields that tick by themselves."""
+    steady = json.loads(json.dumps(status, default=str))
+    for section, key in _TICKING:
+        if isinstance(steady.get(section), dict):
+            steady[section].pop(key, None)
+    return json.dumps(steady, sort_keys=True)
+
+
+def _bounded_int(text: str | None, default: int, maximum: int) -> int:
+    try:
+        value = int(text) if text is not None else default
+    except ValueError:
+        return default
+    return min(max(value, 0), maximum)
+
+
+def _json(data: Any) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, default=str, ensure_ascii=False), content_type="application/json"
+    )
+
+
+def _static_file(name: str) -> web.Response:
+    content = resources.files("devsupervisor.dashboard").joinpath("static", name).read_bytes()
+    suffix = name[name.rfind(".") :]
+    return web.Response(body=content, content_type=_STATIC_TYPES[suffix], charset="utf-8")
+
+
+async def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)

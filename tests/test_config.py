@@ -242,7 +242,7 @@ def test_defaults_match_the_contract(tree: Path) -> None:
     )
     config = load_config(path)
     assert config.default_stack == "second"
-    assert config.stacks["first"] == model.StackConfig("first", (), (), "binary")
+    assert config.stacks["first"] == model.StackConfig(name="first")
     assert config.compose.files == ("docker-compose.yaml",)
     assert config.compose.directory == (tree / "docker-compose").resolve()
     watch = config.platform.watch
@@ -272,10 +272,13 @@ def test_ready_timeout_default_and_kinds(tree: Path) -> None:
     for ready, expected in [
         (
             '{http: "https://localhost/healthz"}',
-            model.ReadyCheck("http", "https://localhost/healthz"),
+            model.ReadyCheck(http="https://localhost/healthz"),
         ),
-        ('{tcp: "127.0.0.1:8080", timeout: 2}', model.ReadyCheck("tcp", "127.0.0.1:8080", 2.0)),
-        ('{log: "listening on .*"}', model.ReadyCheck("log", "listening on .*", 30.0)),
+        (
+            '{tcp: "127.0.0.1:8080", timeout: 2}',
+            model.ReadyCheck(tcp="127.0.0.1:8080", timeout=2.0),
+        ),
+        ('{log: "listening on .*"}', model.ReadyCheck(log="listening on .*", timeout=30.0)),
     ]:
         config = load_config(
             write(tree, VALID.replace('{http: "http://127.0.0.1:8080/healthz"}', ready))
@@ -536,7 +539,7 @@ def _drop(path: str) -> Callable[[dict[str, Any]], None]:
         (
             _set("platform.binary.ready", {"http": "http://x", "log": "up"}),
             "platform.binary.ready",
-            "only one of http, tcp, log may be given, got http, log",
+            "only one of http, tcp, log, notify may be given, got http, log",
         ),
         (
             _set("platform.binary.ready", {"http": "localhost:8080"}),

@@ -8,27 +8,21 @@
 
 A path the user named (1 or 2) that does not exist is an error rather than a reason to look further:
 silently running some other config would be worse than stopping.
+
+Imports neither YAML nor the loader: client commands use it to find the config and then read only
+its names (`identity`).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
-
-from devsupervisor.config.spec import PROJECT_NAME
 from devsupervisor.errors import ConfigNotFound
 
 ENV_VAR = "DEVSUP_CONFIG"
 FILE_NAME = "devsup.yaml"
-
-# A top-level `project: name` line, optionally quoted and commented; for files YAML cannot parse.
-_PROJECT_LINE = re.compile(
-    rf"""^project:[ \t]*(["']?)({PROJECT_NAME})\1[ \t]*(?:\#.*)?$""", re.MULTILINE
-)
 
 
 def candidates(
@@ -74,27 +68,3 @@ def find_config(
     raise ConfigNotFound(
         f"no config file found; looked for --config (not given), ${ENV_VAR} (not set), {looked}"
     )
-
-
-def read_project_leniently(path: Path) -> str | None:
-    """The `project:` of a config file even when the rest of it is invalid (e.g. mid-edit).
-
-    Client commands only need the project name to find the daemon's socket, so a typo elsewhere
-    must not cut them off. Returns None when there is no usable project name.
-    """
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        data = None
-    if isinstance(data, dict):
-        project = data.get("project")
-        # The name becomes part of a socket path: only a name the loader would accept.
-        if isinstance(project, str) and re.fullmatch(PROJECT_NAME, project):
-            return project
-        return None
-    match = _PROJECT_LINE.search(text)
-    return match.group(2) if match else None

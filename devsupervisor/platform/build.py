@@ -1,4 +1,5 @@
-"""Running a build command: output captured line by line, cancellable, never left running.
+"""Running a build command: output captured line by line (a bounded tail), cancellable, never
+left running.
 
 A cancelled build (its inputs changed while it ran) is stopped as a whole tree at once: `go
 build` spawns compilers and linkers that would otherwise keep the CPU busy for nothing.
@@ -10,14 +11,21 @@ import asyncio
 import os
 import signal
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from devsupervisor.logs.lines import OutputTail
 from devsupervisor.platform.process import spawn, stop_tree
 
-# What status shows of a failed build; the log file has every line.
+# What status shows of a failed build (`last_build.error`); the log file has every line. 20
+# lines of a compiler's complaints, and at most 8 KiB of them, so status stays small (< 64 KiB)
+# whatever the build printed.
 ERROR_TAIL_LINES = 20
+ERROR_TAIL_BYTES = 8 * 1024
+# What a result keeps of the output (`output`, logged with build.failed): the end of a long
+# compiler error, bounded so that a build printing 300 MB costs 32 KiB here.
+OUTPUT_TAIL_LINES = 200
+OUTPUT_TAIL_BYTES = 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -25,14 +33,16 @@ class BuildResult:
     ok: bool
     exit_code: int
     duration: float
-    output: tuple[str, ...]
+    output: tuple[str, ...]  # the last lines only: OUTPUT_TAIL_LINES, OUTPUT_TAIL_BYTES
 
     @property
     def error_tail(self) -> str | None:
         if self.ok:
             return None
-        tail = self.output[-ERROR_TAIL_LINES:]
-        return "\n".join(tail) if tail else f"exit code {self.exit_code}"
+        tail = OutputTail(ERROR_TAIL_LINES, ERROR_TAIL_BYTES)
+        for line in self.output[-ERROR_TAIL_LINES:]:
+            tail.append(line)
+        return "\n".join(tail.lines()) or f"exit code {self.exit_code}"
 
 
 async def run_command(
@@ -48,7 +58,7 @@ async def run_command(
         asyncio.CancelledError: re-raised after the command's whole process tree is killed.
     """
     started = time.monotonic()
-    lines: deque[str] = deque(maxlen=2000)
+    lines = OutputTail(OUTPUT_TAIL_LINES, OUTPUT_TAIL_BYTES)
 
     def sink(line: str) -> None:
         lines.append(line)
@@ -65,4 +75,4 @@ async def run_command(
         )
         await asyncio.shield(proc.wait())
         raise
-    return BuildResult(code == 0, code, time.monotonic() - started, tuple(lines))
+    return BuildResult(code == 0, code, time.monotonic() - started, lines.lines())

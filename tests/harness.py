@@ -90,7 +90,7 @@ class FakeProject:
         (root / "src" / "app.txt").write_text("v1\n")
         self.config = root / "devsup.yaml"
         self.stop_timeout = 2
-        self.run = f"{sys.executable} {FIXTURES / 'fakeplatform.py'}"
+        self.run = f"exec {sys.executable} {FIXTURES / 'fakeplatform.py'}"
         self.build = f"sh {FIXTURES / 'fakebuild.sh'} -o bin/app.txt"
         self.ready: dict[str, Any] = {
             "http": f"http://127.0.0.1:{self.port}/healthz",

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import uuid
+from pathlib import Path
 
 import psutil
 
+from devsupervisor.config.model import BinaryConfig
+from devsupervisor.platform.binary import BinaryTarget, build_outputs, run_executable
+from devsupervisor.platform.build import BuildResult, run_command
 from tests.harness import FIXTURES, DaemonProcess, FakeProject, wait_until
 
 
@@ -224,3 +231,111 @@ def test_platform_output_in_logs(daemon: DaemonProcess, fake_project: FakeProjec
         what="platform output in logs",
     )
     assert "fake platform v1" in result.stdout
+
+
+# --- shell strings run exactly as `sh -c STRING` (issue 9, defect 4) -----------------------------
+
+
+def _run(command: str, cwd: Path) -> BuildResult:
+    return asyncio.run(run_command(command, cwd=str(cwd)))
+
+
+def test_exec_in_run_makes_the_platform_the_process(
+    daemon: DaemonProcess, fake_project: FakeProject
+) -> None:
+    """`exec CMD` (the harness's run string) is not rewritten: the reported pid is the platform."""
+    assert fake_project.run.startswith("exec ")
+    pid = _start(daemon, fake_project)["platform"]["pid"]
+    assert "fakeplatform.py" in " ".join(psutil.Process(pid).cmdline())
+
+
+def test_shell_strings_keep_their_meaning(tmp_path: Path) -> None:
+    """`! grep -q X f`, `command -v sh` and `exec CMD` mean what they mean to sh."""
+    (tmp_path / "f").write_text("hello\n")
+    assert _run("! grep -q X f", tmp_path).ok
+    assert not _run("! grep -q hello f", tmp_path).ok
+    assert _run("command -v sh", tmp_path).ok
+    result = _run("exec echo once", tmp_path)
+    assert result.ok and result.output == ("once",)
+
+
+def test_unbalanced_quote_guesses_nothing(tmp_path: Path) -> None:
+    """A `run` or `build` that shlex cannot split gives no artefact guess instead of a traceback."""
+    config = BinaryConfig(workdir=tmp_path, build="go build -o 'bin/x", run="./bin/x 'oops")
+    assert build_outputs(config) == []
+    assert BinaryTarget(config, on_output=lambda line: None).artefact_path() is None
+    assert run_executable("exec ./bin/platform") == "./bin/platform"
+    assert run_executable("A=1 exec ./bin/platform -v") == "./bin/platform"
+
+
+def test_unbalanced_quote_in_run_is_reported_not_fatal(
+    daemon: DaemonProcess, fake_project: FakeProject
+) -> None:
+    """sh's syntax error for `run` is the platform's exit; the daemon keeps answering and stops."""
+    fake_project.run = "exec ./bin/platform 'oops"
+    fake_project.write_config()
+    daemon.start()
+    exited = daemon.wait_event("platform.exited")[0]
+    assert exited["exit_code"] == 2
+    assert daemon.status()["daemon"]["pid"] == daemon.proc.pid  # type: ignore[union-attr]
+    assert daemon.stop() == 0, daemon.log_tail()
+
+
+# --- double-forked helpers come back to devsup (issue 9, defect 9) ------------------------------
+
+DOUBLE_FORK = """
+import asyncio, json, os, sys, time
+from pathlib import Path
+import psutil
+from devsupervisor.config.model import BinaryConfig
+from devsupervisor.platform.binary import BinaryTarget
+from devsupervisor.platform.process import set_child_subreaper
+
+async def main(workdir, run, marker):
+    assert set_child_subreaper()
+    target = BinaryTarget(
+        BinaryConfig(workdir=Path(workdir), build="true", run=run, stop_timeout=2),
+        on_output=lambda line: None,
+    )
+    await target.start()
+    deadline = time.monotonic() + 10
+    adopted = []
+    while not adopted and time.monotonic() < deadline:
+        adopted = [p.pid for p in psutil.Process().children() if marker in p.cmdline()]
+        await asyncio.sleep(0.02)
+    await target.stop()
+    print(json.dumps({"adopted": adopted, "platform": target.exit_code}))
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def _marked(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if marker in (proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc)
+    return found
+
+
+def test_double_forked_helper_is_stopped_with_the_platform(tmp_path: Path) -> None:
+    """`(setsid cmd &)` in `run` is re-parented to devsup (the subreaper) and stopped with it."""
+    marker = f"helper-{uuid.uuid4().hex[:8]}"
+    sleeper = f"{sys.executable} -c 'import time; time.sleep(300)'"
+    run = f"(setsid {sleeper} {marker} &); exec {sleeper}"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", DOUBLE_FORK, str(tmp_path), run, marker],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert len(report["adopted"]) == 1  # the helper left the tree and came back to devsup
+        assert report["platform"] == -signal.SIGTERM
+        assert _marked(marker) == []
+    finally:
+        for proc in _marked(marker):
+            proc.kill()

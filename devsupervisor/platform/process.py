@@ -1,13 +1,19 @@
-"""Host processes: start in a new session, stop the whole tree, recognise a process again.
+"""Host processes: stop the whole tree, recognise a process again, adopt orphans.
+
+(Spawning is in `shell`: every string runs as `sh -c STRING`, tagged with its tree.)
 
 The stop sequence is a list of named steps (each logged):
   1. `snapshot`  - collect the process and all its descendants with psutil before signalling,
                    because once the parent dies its children are re-parented and lost from view;
-  2. `signal`    - send the stop signal to the process group and to any descendant that left it
-                   (a launcher that calls setsid);
+                   plus the tree's orphans: processes carrying the tree's tag (`shell.TREE_VAR`)
+                   that were re-parented to devsup, the child subreaper (a double fork,
+                   `(setsid cmd &)`, leaves both the tree and the process group);
+  2. `signal`    - send the stop signal to the process group and to every process found (those
+                   that left the group too);
   3. `grace`     - wait up to the stop timeout for every one of them to be gone;
   4. `kill`      - SIGKILL whatever is left of the tree;
-  5. `reap`      - wait until they are gone.
+  5. `reap`      - wait until they are gone, and collect the exit status of the orphans (they
+                   are devsup's children now; nobody else waits for them).
 "No such process" at any step means already gone. A zombie counts as gone: PID 1 here reaps
 orphans late, and a zombie holds no port and runs no code.
 """
@@ -16,15 +22,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psutil
 
 from devsupervisor.logs.pipeline import get_logger
+from devsupervisor.platform.shell import TREE_VAR, spawn
+
+__all__ = ["ProcessIdentity", "set_child_subreaper", "spawn", "stop_tree", "wait_gone"]
 
 log = get_logger()
 
@@ -78,6 +89,42 @@ def snapshot_tree(pid: int) -> list[psutil.Process]:
         return []
 
 
+# linux/prctl.h: orphaned descendants are re-parented to the nearest subreaper, not to init.
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def set_child_subreaper() -> bool:
+    """Make this process the child subreaper: orphans of its descendants come back to it.
+
+    Called once at daemon start, so a platform's double-forked helper is re-parented to devsup
+    (where the stop sequence finds it by its tree tag) instead of to init. Returns whether the
+    kernel accepted; a failure is logged and supervision goes on without it.
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        log.warning("daemon.subreaper_failed", error=os.strerror(errno))
+        return False
+    return True
+
+
+def tree_orphans(tag: str) -> list[psutil.Process]:
+    """Children of devsup that carry `tag` but were not spawned by it: re-parented orphans."""
+    found = []
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process().children():
+            with contextlib.suppress(psutil.Error):
+                if child.environ().get(TREE_VAR) == tag:
+                    found.append(child)
+    return found
+
+
+def _reap(procs: Iterable[psutil.Process]) -> None:
+    for proc in procs:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(proc.pid, os.WNOHANG)
+
+
 def _signal_all(procs: Iterable[psutil.Process], pgid: int | None, sig: int) -> None:
     if pgid is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -113,14 +160,30 @@ async def stop_tree(
     stop_signal: int = signal.SIGTERM,
     timeout: float = 5.0,
     pgid: int | None = None,
+    tag: str | None = None,
+    leader_gone: bool = False,
     name: str = "process",
 ) -> StopReport:
-    """Stop a process and its whole tree, following the steps in the module docstring."""
+    """Stop a process and its whole tree, following the steps in the module docstring.
+
+    Args:
+        pgid: the group to signal (the spawned session's, which outlives its leader); by
+            default `pid`'s own group when it leads one.
+        tag: the tree's tag, to find its orphans re-parented to devsup.
+        leader_gone: `pid` has exited and been reaped (its number may be reused): only its
+            group and its orphans are left to stop.
+    """
     started = time.monotonic()
-    procs = await asyncio.to_thread(snapshot_tree, pid)
+    procs = [] if leader_gone else await asyncio.to_thread(snapshot_tree, pid)
+    orphans = await asyncio.to_thread(tree_orphans, tag) if tag is not None else []
+    known = {p.pid for p in procs}
+    procs += [o for o in orphans if o.pid not in known]
     pids = tuple(p.pid for p in procs)
     log.debug("process.stop.snapshot", name=name, pid=pid, tree=list(pids))
     if not procs:
+        if pgid is not None:
+            # The leader is gone; members of its group may not be (killpg reaches them).
+            _signal_all((), pgid, signal.SIGKILL)
         return StopReport((), (), 0.0)
     group = pgid if pgid is not None else _own_group(pid)
     _signal_all(procs, group, stop_signal)
@@ -134,6 +197,9 @@ async def stop_tree(
         still = await wait_gone(alive, 5.0)
         if still:
             log.error("process.stop.stuck", name=name, pids=[p.pid for p in still])
+    # Descendants that outlived their parent were re-parented to devsup and are its zombies
+    # now; `pid` itself is reaped by whoever spawned it.
+    _reap(p for p in procs if p.pid != pid)
     report = StopReport(pids, killed, time.monotonic() - started)
     log.debug("process.stop.done", name=name, pid=pid, duration=round(report.duration, 4))
     return report
@@ -146,61 +212,3 @@ def _own_group(pid: int) -> int | None:
     except ProcessLookupError:
         return None
     return pgid if pgid == pid and pgid != os.getpgid(0) else None
-
-
-LineSink = Callable[[str], None]
-
-
-async def spawn(
-    command: str,
-    *,
-    cwd: str,
-    env: dict[str, str],
-    on_line: LineSink,
-) -> tuple[asyncio.subprocess.Process, asyncio.Task[None]]:
-    """Start `command` through /bin/sh in a new session, streaming its output line by line.
-
-    A new session makes the child lead its own process group, so the stop sequence can signal
-    the whole group without touching devsup itself. Returns the process and the task that
-    pumps its output (done at EOF).
-    """
-    proc = await asyncio.create_subprocess_shell(
-        shell_command(command),
-        cwd=cwd,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
-    assert proc.stdout is not None
-    pump = asyncio.get_running_loop().create_task(pump_lines(proc.stdout, on_line))
-    return proc, pump
-
-
-# Characters that make a command more than one simple command; those keep their shell.
-_COMPOUND = set(";&|()<>`\n")
-
-
-def shell_command(command: str) -> str:
-    """`exec` a simple command so the pid devsup reports is the program, not a waiting shell."""
-    first = command.split(maxsplit=1)[0] if command.strip() else ""
-    # `VAR=x cmd` cannot follow exec; such commands keep their shell too.
-    if any(ch in _COMPOUND for ch in command) or "=" in first:
-        return command
-    return f"exec {command}"
-
-
-async def pump_lines(stream: asyncio.StreamReader, on_line: LineSink) -> None:
-    """Hand each output line to `on_line` until EOF; over-long lines are split, never lost."""
-    while True:
-        try:
-            raw = await stream.readuntil(b"\n")
-        except asyncio.IncompleteReadError as eof:
-            raw = eof.partial
-            if raw:
-                on_line(raw.decode("utf-8", "replace").rstrip("\r\n"))
-            return
-        except asyncio.LimitOverrunError as over:
-            raw = await stream.readexactly(over.consumed)
-        on_line(raw.decode("utf-8", "replace").rstrip("\r\n"))

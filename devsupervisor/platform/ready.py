@@ -1,4 +1,5 @@
-"""Readiness checks for a host platform: an HTTP 2xx, a TCP accept, or a log line.
+"""Readiness checks for a host platform: an HTTP 2xx, a TCP accept, a log line, or READY=1 on
+the process's NOTIFY_SOCKET (`notify_socket`).
 
 Polls start very short and back off: a Go binary listens a few milliseconds after exec, and the
 reload target is measured in tens of milliseconds, so a fixed 100 ms poll would cost most of it.
@@ -7,6 +8,7 @@ reload target is measured in tens of milliseconds, so a fixed 100 ms poll would 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -78,8 +80,13 @@ async def wait_ready(
     *,
     is_alive: Callable[[], bool],
     log_matcher: LogMatcher | None = None,
+    notified: asyncio.Event | None = None,
 ) -> None:
     """Return once the check passes.
+
+    Args:
+        log_matcher: what `log` checks read.
+        notified: set on READY=1, what `notify` checks read.
 
     Raises:
         NotReady: the timeout passed, or the process exited first.
@@ -88,18 +95,31 @@ async def wait_ready(
         return
     deadline = time.monotonic() + check.timeout
     delay = POLL_FIRST
+    # Checks that are an event are woken by it at once; the poll then only notices an exit.
+    event = (
+        notified
+        if check.kind == "notify"
+        else log_matcher.matched
+        if check.kind == "log" and log_matcher is not None
+        else None
+    )
     while True:
         if check.kind == "http":
             ok = await http_ok(check.target)
         elif check.kind == "tcp":
             ok = await tcp_ok(check.target)
         else:
-            ok = log_matcher is not None and log_matcher.matched.is_set()
+            ok = event is not None and event.is_set()
         if ok:
             return
         if not is_alive():
             raise NotReady("platform exited before it was ready")
         if time.monotonic() >= deadline:
-            raise NotReady(f"not ready after {check.timeout:g}s ({check.kind} {check.target})")
-        await asyncio.sleep(delay)
+            what = f"{check.kind} {check.target}".strip()
+            raise NotReady(f"not ready after {check.timeout:g}s ({what})")
+        if event is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), delay)
+        else:
+            await asyncio.sleep(delay)
         delay = min(delay * 1.5, POLL_MAX)

@@ -20,6 +20,7 @@ One asyncio event loop owns all state. Nothing else mutates it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import sys
@@ -33,21 +34,30 @@ from devsupervisor.config import load_config
 from devsupervisor.config.model import Config
 from devsupervisor.control.commands import dispatcher
 from devsupervisor.control.server import ControlServer
+from devsupervisor.dashboard.attach import Dashboard
 from devsupervisor.errors import ConfigError, UsageError
 from devsupervisor.logs import pipeline as logs
 from devsupervisor.logs.streams import OUTPUT_EVENT, LogStreams
 from devsupervisor.orchestrator import Orchestrator
+from devsupervisor.platform import intents
 from devsupervisor.platform.binary import BinaryTarget, build_outputs
 from devsupervisor.platform.process import ProcessIdentity, stop_tree
+from devsupervisor.platform.target import PlatformTarget
+from devsupervisor.stack.services import StackServices
+from devsupervisor.status_types import Status
 from devsupervisor.systemd.notify import Notifier, run_watchdog
 from devsupervisor.watch.config_watch import ConfigWatch
 from devsupervisor.watch.watcher import SourceWatcher
 
 log = logs.get_logger()
 
+# Signals that end the daemon cleanly: SIGHUP is the terminal of a foreground `devsup run`
+# closing, which must stop the platform like SIGTERM does, never orphan it.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 
 class Daemon:
-    """One supervisor for one project. Construct, then `await run()`."""
+    """One supervisor for one project. Construct on the loop, then `await run()`."""
 
     def __init__(
         self,
@@ -67,26 +77,47 @@ class Daemon:
         self.streams = LogStreams()
         self.saved = statefile.load(self.state_path)
         self.config_error: str | None = None
+        self.state_error: str | None = None
         self.down_on_exit = config.on_exit == "down"
         self._started = time.monotonic()
         self._signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: SourceWatcher | None = None
         self._definitions: ConfigWatch | None = None
-        self.stack = Orchestrator(
+        self.services = StackServices(
+            config,
+            on_output=_compose_output,
+            on_platform_died=self._on_platform_container_died,
+            on_dependency_restarted=self._on_dependency_restarted,
+            on_lost=self._on_docker_lost,
+            on_back=self._on_docker_back,
+        )
+        self.orchestrator = Orchestrator(
             config,
             _initial_stack(config, stack, self.saved.stack),
-            saved=self.saved,
+            services=self.services,
+            make_target=self._make_target,
             fingerprint=self._fingerprint,
+            builds=self.saved.builds,
             on_change=self._on_change,
-            on_platform_output=_platform_output,
-            spawn=self.spawn,
+            on_build_line=_build_output,
+            restart_watcher=self._restart_watcher,
         )
-        self._server = ControlServer(self.socket_path, dispatcher(self))
+        dispatch = dispatcher(self)
+        self._server = ControlServer(self.socket_path, dispatch)
+        # The page's actions go through the same command function as the socket's.
+        self.dashboard = Dashboard(
+            config.dashboard,
+            state_file=self.state_path,
+            dispatch=dispatch,
+            status=self.status,
+            events=self.streams.events,
+            stacks=lambda: list(self.config.stacks),
+        )
 
     @property
     def config(self) -> Config:
-        return self.stack.config
+        return self.orchestrator.config
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """A task the daemon keeps a reference to (and cancels at exit)."""
@@ -95,7 +126,26 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    # -- run --------------------------------------------------------------------------------
+    def _make_target(self, config: Config, stack: str) -> PlatformTarget:
+        """The platform target for `stack`'s mode under `config`."""
+        binary = config.platform.binary
+        if config.stacks[stack].platform == "binary":
+            assert binary is not None, "validation requires platform.binary for binary stacks"
+            return BinaryTarget(binary, on_output=_platform_output)
+        container = config.platform.container
+        assert container is not None, "validation requires platform.container for those stacks"
+        # The docker SDK loads only when a stack runs the platform as a container.
+        from devsupervisor.platform.container import ContainerTarget  # noqa: PLC0415
+
+        return ContainerTarget(
+            self.services.compose_for(stack),
+            container.service,
+            prebuild=container.prebuild,
+            workdir=binary.workdir if binary is not None else None,
+            on_output=_platform_output,
+        )
+
+    # -- run ----------------------------------------------------------------------------------
 
     async def run(self) -> int:
         """Run until stopped. Returns the process exit code.
@@ -106,6 +156,7 @@ class Daemon:
         logs.configure(self.log_path, console=self._console, taps=[self.streams.tap])
         await self._server.start()
         try:
+            await self.dashboard.start()
             self._install_signal_handlers()
             self.spawn(self._handle_signals())
             self.spawn(run_watchdog(self.notifier, self.should_exit))
@@ -114,22 +165,25 @@ class Daemon:
                 pid=os.getpid(),
                 version=__version__,
                 project=self.project,
-                stack=self.stack.stack_name,
+                stack=self.orchestrator.stack_name,
                 socket=str(self.socket_path),
                 log_file=str(self.log_path),
                 config=str(self.config.source),
+                dashboard=self.dashboard.url,
             )
-            await self._stop_previous_platform()
-            self.stack.start_docker_events()
+            await self._stop_previous_platforms()
+            self.services.start()
             await self._start_watcher()
             self._definitions = ConfigWatch(
                 self.config, on_change=self._on_definition_change, loop=asyncio.get_running_loop()
             )
             await asyncio.to_thread(self._definitions.start)
+            self.orchestrator.start()
             self.spawn(self._enter_initial_stack())
             await self.should_exit.wait()
             await self._shutdown()
         finally:
+            await self.dashboard.close()
             await self._server.close()
             self._remove_signal_handlers()
             for task in self._tasks:
@@ -138,15 +192,15 @@ class Daemon:
         return 0
 
     async def _enter_initial_stack(self) -> None:
-        ok = await self.stack.start()
+        ok = await self.orchestrator.enter_initial()
         # READY=1 follows the platform's readiness (or the failure to get there).
-        self.notifier.ready(self.stack.summary())
-        log.info("daemon.ready", stack=self.stack.stack_name, ok=ok)
+        self.notifier.ready(self.orchestrator.summary())
+        log.info("daemon.ready", stack=self.orchestrator.stack_name, ok=ok)
 
     async def _shutdown(self) -> None:
         log.info("daemon.stopping", down=self.down_on_exit)
         self.notifier.stopping("stopping")
-        await self.stack.shutdown(down=self.down_on_exit)
+        await self.orchestrator.shutdown(down=self.down_on_exit)
         if self._watcher is not None:
             await asyncio.to_thread(self._watcher.stop)
         if self._definitions is not None:
@@ -159,16 +213,16 @@ class Daemon:
         self.down_on_exit = self.down_on_exit or down
         self.should_exit.set()
 
-    # -- signals: handlers record, the loop acts ---------------------------------------------
+    # -- signals: handlers record, the loop acts -----------------------------------------------
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.deliver_signal, sig)
 
     def _remove_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
     async def _handle_signals(self) -> None:
@@ -188,7 +242,11 @@ class Daemon:
         log.info("daemon.signal", signal="SIGINT")
         self.request_stop()
 
-    # -- watchers ---------------------------------------------------------------------------
+    def handle_sighup(self) -> None:
+        log.info("daemon.signal", signal="SIGHUP")
+        self.request_stop()
+
+    # -- watchers -------------------------------------------------------------------------------
 
     async def _start_watcher(self) -> None:
         watch = self.config.platform.watch
@@ -209,23 +267,25 @@ class Daemon:
         await self._start_watcher()
 
     def _on_source_change(self, changed: frozenset[Path]) -> None:
-        if self.stack.platform is not None:
-            self.stack.platform.on_changes(changed)
+        self.orchestrator.platform.post(intents.SourcesChanged(changed))
 
-    def _fingerprint(self) -> str:
-        return self._watcher.fingerprint() if self._watcher is not None else ""
+    async def _fingerprint(self) -> str:
+        if self._watcher is None:
+            return ""
+        result: Any = self._watcher.fingerprint()
+        return str(await result) if inspect.isawaitable(result) else str(result)
 
     def _on_definition_change(self, changed: frozenset[Path]) -> None:
         source = self.config.source
         if source is not None and source.resolve() in {p.resolve() for p in changed}:
             self.spawn(self._reload_config(source))
         else:
-            self.spawn(self.stack.reapply_services(sorted(map(str, changed))))
+            self.spawn(self.orchestrator.reapply_services(sorted(map(str, changed))))
 
     async def _reload_config(self, source: Path) -> None:
         try:
             new = await asyncio.to_thread(load_config, source)
-            await self.stack.apply_config(new, restart_watcher=self._restart_watcher)
+            await self.orchestrator.apply_config(new)
         except ConfigError as exc:
             self.config_error = exc.one_line()
             log.error("config.invalid", path=str(source), error=self.config_error)
@@ -233,9 +293,26 @@ class Daemon:
         self.config_error = None
         self.down_on_exit = new.on_exit == "down"
 
-    # -- state file -------------------------------------------------------------------------
+    # -- Docker events --------------------------------------------------------------------------
 
-    async def _stop_previous_platform(self) -> None:
+    def _on_platform_container_died(self, container: str, exit_code: int | None) -> None:
+        target = self.orchestrator.platform.running_target
+        died = getattr(target, "container_exited", None)
+        if died is not None:
+            died(container, exit_code)
+
+    def _on_dependency_restarted(self, service: str) -> None:
+        self.orchestrator.restart_for_dependency(service)
+
+    def _on_docker_lost(self, reason: str) -> None:
+        self.orchestrator.on_docker_lost(reason)
+
+    async def _on_docker_back(self) -> None:
+        await self.orchestrator.on_docker_back()
+
+    # -- state file -----------------------------------------------------------------------------
+
+    async def _stop_previous_platforms(self) -> None:
         """After a `kill -9` of an earlier daemon, its platform may still run: never two."""
         pid, created = self.saved.platform_pid, self.saved.platform_create_time
         if pid is None or created is None:
@@ -254,36 +331,46 @@ class Daemon:
         self._save_state()
 
     def _save_state(self) -> None:
-        self.saved.stack = self.stack.stack_name
-        target = self.stack.platform.target if self.stack.platform is not None else None
+        """Best effort: a state file that cannot be written is reported, never a reason for
+        supervision to stop."""
+        self.saved.stack = self.orchestrator.stack_name
+        target = self.orchestrator.platform.running_target
         ident = target.identity() if isinstance(target, BinaryTarget) else None
         self.saved.platform_pid = ident.pid if ident else None
         self.saved.platform_create_time = ident.create_time if ident else None
-        statefile.save(self.state_path, self.saved)
+        try:
+            statefile.save(self.state_path, self.saved)
+        except OSError as exc:
+            if self.state_error is None:
+                log.error("state.unwritable", path=str(self.state_path), error=str(exc))
+            self.state_error = f"{self.state_path}: {exc}"
+        else:
+            self.state_error = None
 
     def _on_change(self) -> None:
         """Stack or platform state moved: remember it, and tell systemd in a short line."""
         self._save_state()
-        self.notifier.status(self.stack.summary())
+        self.notifier.status(self.orchestrator.summary())
 
-    # -- what commands see ------------------------------------------------------------------
+    # -- what commands see ----------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        """The status object of PRODUCT.md."""
-        platform = self.stack.platform
+    def status(self) -> Status:
+        """The status object of the contract."""
+        orchestrator = self.orchestrator
         return {
             "project": self.project,
-            "stack": self.stack.stack_name,
-            "state": self.stack.stack_state.value,
-            "platform": self.stack.platform_status(),
-            "services": self.stack.services_status(),
+            "stack": orchestrator.stack_name,
+            "state": orchestrator.stack_state.value,
+            "platform": orchestrator.platform_status(),
+            "services": orchestrator.services_status(),
             "watcher": {
-                "paused": self.stack.paused,
+                "paused": orchestrator.paused,
                 "paths": [str(p) for p in self.config.platform.watch.paths],
-                "pending": platform.scheduler.pending if platform else 0,
+                "pending": orchestrator.platform.scheduler.pending,
             },
-            "docker": self.stack.docker_status(),
+            "docker": orchestrator.docker_status(),
             "config_error": self.config_error,
+            "dashboard": self.dashboard.status(),
             "daemon": {
                 "pid": os.getpid(),
                 "version": __version__,
@@ -300,20 +387,19 @@ class Daemon:
         Raises:
             UsageError: no such log source in the current stack.
         """
-        platform = self.stack.platform
-        stacks = self.stack.stacks
-        if name == "platform" and platform is not None and platform.target.mode == "container":
-            return await self._service_logs(stacks.platform_service, lines, follow)
+        orchestrator = self.orchestrator
+        if name == "platform" and orchestrator.platform.target.mode == "container":
+            return await self._service_logs(self.services.platform_service, lines, follow)
         if name in self.streams.sources:
             return self.streams.read(name, lines, follow=follow)
-        services = await stacks.services_of(self.stack.stack_name)
+        services = await self.services.services_of(orchestrator.stack_name)
         if name in services:
             return await self._service_logs(name, lines, follow)
         known = ", ".join([*self.streams.sources, *services])
         raise UsageError(f"no log source {name!r} (sources: {known})")
 
     async def _service_logs(self, service: str, lines: int, follow: bool) -> Any:
-        compose = self.stack.stacks.compose_for(self.stack.stack_name)
+        compose = self.services.compose_for(self.orchestrator.stack_name)
         if not follow:
             return [{"source": service, "line": ln} for ln in await compose.logs(service, lines)]
 
@@ -340,3 +426,11 @@ def _initial_stack(config: Config, requested: str | None, remembered: str | None
 
 def _platform_output(line: str) -> None:
     log.info(OUTPUT_EVENT, source="platform", line=line)
+
+
+def _build_output(line: str) -> None:
+    log.debug("build.output", line=line)
+
+
+def _compose_output(line: str) -> None:
+    log.debug("compose.output", line=line)

@@ -1,133 +1,228 @@
-"""What runs: the chosen stack's compose services, its platform, and every change to them
-(entering a stack, switching, restarts, live config and compose reloads, Docker coming back).
+"""What runs: the chosen stack's compose services and its platform, and the one owner of the
+stack lifecycle (entering a stack, switching, live config and compose reloads, Docker coming
+back, shutdown).
 
-Loop-only. One operation at a time changes the stack (`_op_lock`): a switch, a reload and a
-reconcile never interleave. The daemon owns process-level concerns (socket, signals, watchers,
-the state file) and hands this object what it needs through the constructor.
+Stack operations are intents served one at a time by one task (`_run`): a switch, a reload and
+a reconcile never interleave, and a caller awaits the outcome of the operation that served its
+intent. Shutdown pre-empts: it cancels the operation in flight (compose children are killed
+with it), answers everything still queued, then stops the platform and, with `down`, the stack.
+The platform has its own owner (`platform/owner.py`); this one only posts intents to it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from devsupervisor.config.model import Config
 from devsupervisor.errors import ConfigError, DevsupError, OperationFailed, UsageError
 from devsupervisor.logs.pipeline import get_logger
-from devsupervisor.platform.binary import BinaryTarget
-from devsupervisor.platform.container import ContainerTarget
-from devsupervisor.platform.supervisor import PlatformSupervisor
+from devsupervisor.platform import intents
+from devsupervisor.platform.owner import PlatformOwner
 from devsupervisor.platform.target import PlatformTarget
-from devsupervisor.stack.compose import UP_TIMEOUT
-from devsupervisor.stack.dependencies import Dependencies
-from devsupervisor.stack.manager import StackManager
-from devsupervisor.statefile import SavedState
+from devsupervisor.stack.services import StackServices
 from devsupervisor.states import STACK_EDGES, StackState, transition
+from devsupervisor.status_types import DockerStatus, PlatformStatus, ServiceStatus
 
 log = get_logger()
 
 # Config sections compared on a live reload; `project` cannot change while running.
 RELOADABLE = ("compose", "stacks", "default_stack", "platform", "dependencies", "on_exit")
 
+TargetFactory = Callable[[Config, str], PlatformTarget]
+
+
+@dataclass
+class _Op:
+    name: str
+    run: Callable[[], Coroutine[Any, Any, Any]]
+    outcome: asyncio.Future[Any]
+
 
 class Orchestrator:
+    """Owns the stack lifecycle. Construct on the loop, `start()`, then call the operations."""
+
     def __init__(
         self,
         config: Config,
         stack: str,
         *,
-        saved: SavedState,
-        fingerprint: Callable[[], str],
+        services: StackServices,
+        make_target: TargetFactory,
+        fingerprint: Callable[[], Awaitable[str]],
+        builds: dict[str, str],
         on_change: Callable[[], None],
-        on_platform_output: Callable[[str], None],
-        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+        on_build_line: Callable[[str], None],
+        restart_watcher: Callable[[], Awaitable[None]],
     ) -> None:
         self.config = config
         self.stack_name = stack
         self.stack_state = StackState.STARTING
         self.stack_error: str | None = None
         self.paused = False
-        self.platform: PlatformSupervisor | None = None
-        self.stacks = StackManager(config, on_output=_compose_output)
-        self.deps: Dependencies | None = None
-        if any(config.compose_files(s) for s in config.stacks):
-            self.deps = Dependencies(
-                config,
-                platform_service=self.stacks.platform_service,
-                on_platform_died=self._on_platform_container_died,
-                on_dependency_restarted=self._on_dependency_restarted,
-                on_lost=self._on_docker_lost,
-                on_back=self.on_docker_back,
-            )
-        self._saved = saved
+        self.services = services
+        self._make_target = make_target
         self._fingerprint = fingerprint
+        # mode -> fingerprint of the sources of the last successful build in that mode
+        self._builds = builds
         self._on_change = on_change
-        self._on_platform_output = on_platform_output
-        self._spawn = spawn
-        # The previous platform, kept serving until its successor is built and starts.
-        self._retiring: PlatformSupervisor | None = None
-        self._op_lock = asyncio.Lock()
+        self._restart_watcher = restart_watcher
+        self.platform = PlatformOwner(
+            make_target(config, stack),
+            debounce=config.platform.watch.debounce,
+            on_build_line=on_build_line,
+            on_built=self._remember_build,
+            on_state=on_change,
+        )
+        self._queue: asyncio.Queue[_Op] = asyncio.Queue()
+        self._current: asyncio.Task[Any] | None = None
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
 
-    # -- state ------------------------------------------------------------------------------
+    # -- state ----------------------------------------------------------------------------------
 
     def _set_state(self, state: StackState) -> None:
-        if state != self.stack_state:
+        if self.stack_state not in (state, StackState.STOPPING):
             self.stack_state = transition(STACK_EDGES, self.stack_state, state)
             self._on_change()
 
     def summary(self) -> str:
         """One short human line (systemd's STATUS=, error messages)."""
-        platform = self.platform.state.value if self.platform else "stopped"
-        return f"{self.stack_name}: {self.stack_state.value}, platform {platform}"
+        return f"{self.stack_name}: {self.stack_state.value}, platform {self.platform.state.value}"
 
-    def platform_status(self) -> dict[str, Any]:
-        if self.platform is not None:
-            return self.platform.status()
-        return {
-            "mode": self.config.stacks[self.stack_name].platform,
-            "state": "stopped",
-            "pid": None,
-            "container": None,
-            "uptime": None,
-            "restarts": 0,
-            "last_build": None,
-            "last_reload": None,
-        }
+    def platform_status(self) -> PlatformStatus:
+        return self.platform.status()
 
-    def services_status(self) -> list[dict[str, Any]]:
-        return self.deps.supervisor.status() if self.deps else []
+    def services_status(self) -> list[ServiceStatus]:
+        return self.services.status()
 
-    def docker_status(self) -> dict[str, Any]:
-        return self.deps.status() if self.deps else {"available": False, "error": None}
+    def docker_status(self) -> DockerStatus:
+        return self.services.docker_status()
 
-    # -- lifecycle --------------------------------------------------------------------------
+    # -- the owner task -------------------------------------------------------------------------
 
-    def start_docker_events(self) -> None:
-        if self.deps is not None:
-            self.deps.start()
+    def start(self) -> None:
+        """Start both owners and enter the chosen stack (its outcome: `await entered()`)."""
+        self.platform.start()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="stack-owner")
 
-    async def start(self) -> bool:
-        """Enter the chosen stack (daemon start)."""
-        async with self._op_lock:
-            return await self._enter(self.stack_name, None)
+    async def _run(self) -> None:
+        while True:
+            op = await self._queue.get()
+            if op.outcome.done():
+                continue
+            self._current = asyncio.get_running_loop().create_task(op.run(), name=op.name)
+            try:
+                op.outcome.set_result(await self._current)
+            except asyncio.CancelledError:
+                if not self._current.cancelled():
+                    raise  # this task itself was cancelled (daemon teardown)
+                op.outcome.set_result(False)
+            except Exception as exc:  # an operation's bug must not kill the owner
+                log.exception("stack.operation_failed", operation=op.name, error=str(exc))
+                op.outcome.set_result(False)
+            finally:
+                self._current = None
+
+    async def _submit(self, name: str, run: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        if self._stopping:
+            return False
+        outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Op(name, run, outcome))
+        return await outcome
+
+    # -- operations -----------------------------------------------------------------------------
+
+    async def enter_initial(self) -> bool:
+        """Enter the chosen stack (daemon start): services first, then the platform."""
+        return bool(await self._submit("start", lambda: self._enter(self.stack_name, None)))
+
+    async def switch(self, name: str, *, wait: bool = True) -> bool | None:
+        """Move to stack `name`. With `wait`, return whether it came up; else None at once."""
+        pending = asyncio.ensure_future(self._submit("switch", lambda: self._switch(name)))
+        return bool(await pending) if wait else None
+
+    async def reapply_services(self, files: list[str]) -> bool:
+        """Compose files or .env changed: `up` again, so only changed services are recreated."""
+        return bool(await self._submit("reapply", lambda: self._reapply(files)))
+
+    async def apply_config(self, new: Config) -> list[str]:
+        """Apply a valid new config, restarting only what changed; returns the changed sections.
+
+        Raises:
+            ConfigError: the edit cannot be applied live (project renamed, running stack gone).
+        """
+        result = await self._submit("apply_config", lambda: self._apply_config(new))
+        if isinstance(result, ConfigError):
+            raise result
+        return list(result) if isinstance(result, list) else []
+
+    async def on_docker_back(self) -> None:
+        """The engine is back: bring the chosen stack to its chosen state again."""
+        await self._submit("reconcile", self._reconcile)
+
+    def on_docker_lost(self, reason: str) -> None:
+        """A host binary keeps running; the stack is degraded until the engine is back."""
+        if self.stack_state in (StackState.RUNNING, StackState.STARTING):
+            self.stack_error = reason
+            self._set_state(StackState.DEGRADED)
 
     async def shutdown(self, *, down: bool) -> None:
-        """Stop the platform (and with `down` the stack's containers; volumes stay)."""
+        """Stop everything (and with `down` the stack's containers; volumes stay). Pre-empts
+        the operation in flight."""
+        self._stopping = True
         self._set_state(StackState.STOPPING)
-        if self.platform is not None:
-            await self.platform.stop()
-        await self._retire_old_platform()
+        if self._current is not None:
+            self._current.cancel()
+            await asyncio.wait({self._current})
+        while not self._queue.empty():
+            op = self._queue.get_nowait()
+            if not op.outcome.done():
+                op.outcome.set_result(False)
+        if self._task is not None:
+            self._task.cancel()
+        await self.platform.ask(lambda outcome: intents.Stop(outcome, final=True))
         if down:
             try:
-                await self.stacks.down(self.stack_name)
+                await self.services.down(self.stack_name)
             except DevsupError as exc:
                 log.error("stack.down_failed", stack=self.stack_name, reason=str(exc))
-        if self.deps is not None:
-            await self.deps.stop()
+        await self.services.stop()
 
-    # -- entering a stack -------------------------------------------------------------------
+    # -- platform actions (the platform owner serialises these itself) ------------------------
+
+    async def rebuild(self) -> bool:
+        return await self.platform.ask(intents.Rebuild)
+
+    async def restart(self, name: str) -> Any:
+        """Restart `platform` or one compose service of the chosen stack."""
+        if name != "platform":
+            if name not in await self.services.services_of(self.stack_name):
+                raise UsageError(f"no service named {name!r} in stack {self.stack_name}")
+            return await self.services.restart_service(name)
+        if not await self.platform.ask(intents.Restart):
+            raise OperationFailed(f"platform did not come back: {self.platform.state.value}")
+        return self.platform.status()
+
+    def restart_for_dependency(self, service: str) -> None:
+        if service in self.config.platform.restart_on:
+            log.info("platform.restart_for_dependency", service=service)
+            self.platform.post(intents.Restart(None))
+
+    def pause(self) -> None:
+        self.paused = True
+        self.platform.post(intents.SetPaused(True))
+        log.info("watch.paused")
+
+    def resume(self) -> None:
+        self.paused = False
+        self.platform.post(intents.SetPaused(False))
+        log.info("watch.resumed")
+
+    # -- what the operations do ---------------------------------------------------------------
 
     async def _enter(self, name: str, previous: str | None) -> bool:
         """Bring up `name`'s services, then its platform; True when both are up."""
@@ -142,18 +237,8 @@ class Orchestrator:
         return ok
 
     async def _apply_services(self, name: str, previous: str | None) -> bool:
-        """`up` the stack's services (compose recreates only what changed); False on failure,
-        with everything that already ran left running."""
         try:
-            services = await self.stacks.services_of(name)
-            if self.deps is not None:
-                # Supervise the new set before the old one's extra services are removed, so
-                # their removal is not taken for crashes.
-                self.deps.supervisor.set_services(services)
-            await self.stacks.bring_up(name, previous, wait=self.deps is None)
-            if self.deps is not None:
-                await self.deps.wait_up(services, UP_TIMEOUT)
-                await self.deps.reconcile(services)
+            await self.services.bring_up(name, previous)
         except DevsupError as exc:
             self.stack_error = str(exc)
             log.error("stack.failed", stack=name, reason=str(exc))
@@ -161,136 +246,61 @@ class Orchestrator:
             return False
         return True
 
-    def _make_target(self, mode: str, stack: str) -> PlatformTarget:
-        binary = self.config.platform.binary
-        if mode == "binary":
-            assert binary is not None, "validation requires platform.binary for binary stacks"
-            return BinaryTarget(binary, on_output=self._on_platform_output)
-        container = self.config.platform.container
-        assert container is not None, "validation requires platform.container for those stacks"
-        return ContainerTarget(
-            self.stacks.compose_for(stack),
-            container.service,
-            prebuild=container.prebuild,
-            workdir=binary.workdir if binary is not None else None,
-            on_output=self._on_platform_output,
-        )
-
     async def _apply_platform(self, name: str) -> bool:
         """Run the platform in `name`'s mode with the current config, building first when the
-        sources changed since the last successful build in that mode.
-
-        A platform already running keeps serving until the new one is built: it is stopped just
-        before the new one starts (no port clash), and not at all if the build fails.
-        """
+        sources changed since the last successful build in that mode. What runs now keeps
+        serving until the new one is built (and at all if its build fails)."""
         mode = self.config.stacks[name].platform
-        old = self.platform
-        if old is not None:
-            self._retiring = old
-            old.scheduler.pause()
-
-        def built() -> None:
-            self._saved.builds[mode] = self._fingerprint()
-            self._on_change()
-
-        self.platform = PlatformSupervisor(
-            self._make_target(mode, name),
-            debounce=self.config.platform.watch.debounce,
-            on_output=_build_output,
-            on_built=built,
-            on_state=self._on_change,
-            before_start=self._retire_old_platform if old is not None else None,
-        )
-        if self.paused:
-            self.platform.scheduler.pause()
-        stale = self._saved.builds.get(mode) != self._fingerprint()
-        ok = await self.platform.enter(build_first=stale)
+        stale = self._builds.get(mode) != await self._fingerprint()
+        target = self._make_target(self.config, name)
+        ok = await self.platform.ask(lambda outcome: intents.Enter(target, stale, outcome))
         if not ok and self.stack_error is None:
             self.stack_error = f"platform {self.platform.state.value}"
         return ok
 
-    async def _retire_old_platform(self) -> None:
-        old, self._retiring = self._retiring, None
-        if old is not None:
-            await old.stop()
+    def _remember_build(self, target: PlatformTarget) -> None:
+        # Fingerprints are computed by the watcher on demand; the owner only says which mode.
+        asyncio.get_running_loop().create_task(self._store_fingerprint(target.mode))
 
-    # -- commands ---------------------------------------------------------------------------
-
-    async def switch(self, name: str, *, wait: bool = True) -> bool | None:
-        """Move to stack `name`. With `wait`, return whether it came up; else None at once."""
-        task = self._spawn(self._switch(name))
-        return await task if wait else None
+    async def _store_fingerprint(self, mode: str) -> None:
+        self._builds[mode] = await self._fingerprint()
+        self._on_change()
 
     async def _switch(self, name: str) -> bool:
-        async with self._op_lock:
-            previous = self.stack_name
-            started = time.monotonic()
-            self._set_state(StackState.SWITCHING)
-            log.info("stack.switching", stack=name, previous=previous)
-            self.stack_name = name
-            self._on_change()
-            ok = await self._enter(name, previous)
-            log.info(
-                "stack.switched",
-                stack=name,
-                previous=previous,
-                ok=ok,
-                reason=self.stack_error,
-                duration=round(time.monotonic() - started, 3),
-            )
-            return ok
+        previous = self.stack_name
+        started = time.monotonic()
+        self._set_state(StackState.SWITCHING)
+        log.info("stack.switching", stack=name, previous=previous)
+        self.stack_name = name
+        self._on_change()
+        ok = await self._enter(name, previous)
+        log.info(
+            "stack.switched",
+            stack=name,
+            previous=previous,
+            ok=ok,
+            reason=self.stack_error,
+            duration=round(time.monotonic() - started, 3),
+        )
+        return ok
 
-    async def restart(self, name: str) -> dict[str, Any]:
-        """Restart `platform` or one compose service of the chosen stack."""
-        if name != "platform":
-            if self.deps is None or name not in await self.stacks.services_of(self.stack_name):
-                raise UsageError(f"no service named {name!r} in stack {self.stack_name}")
-            await self.deps.restart_service(name)
-            return next(s for s in self.deps.supervisor.status() if s["name"] == name)
-        if self.platform is None:
-            raise OperationFailed("the platform is not set up yet")
-        if not await self.platform.restart():
-            raise OperationFailed(f"platform did not come back: {self.platform.state.value}")
-        return self.platform.status()
+    async def _reapply(self, files: list[str]) -> bool:
+        log.info("stack.reapplying", stack=self.stack_name, files=files)
+        self.services.forget_models()
+        ok = await self._apply_services(self.stack_name, self.stack_name)
+        if ok:
+            self._set_state(StackState.RUNNING)
+        return ok
 
-    def pause(self) -> None:
-        self.paused = True
-        if self.platform is not None:
-            self.platform.scheduler.pause()
-        log.info("watch.paused")
-
-    def resume(self) -> None:
-        self.paused = False
-        if self.platform is not None:
-            self.platform.scheduler.resume()
-        log.info("watch.resumed")
-
-    # -- live reloads -----------------------------------------------------------------------
-
-    async def reapply_services(self, files: list[str]) -> None:
-        """Compose files or .env changed: `up` again, so only changed services are recreated."""
-        async with self._op_lock:
-            log.info("stack.reapplying", stack=self.stack_name, files=files)
-            self.stacks.forget_models()
-            if await self._apply_services(self.stack_name, self.stack_name):
-                self._set_state(StackState.RUNNING)
-
-    async def apply_config(
-        self, new: Config, *, restart_watcher: Callable[[], Coroutine[Any, Any, None]]
-    ) -> list[str]:
-        """Apply a valid new config, restarting only what changed; returns the changed sections.
-
-        Raises:
-            ConfigError: the edit cannot be applied live (project renamed, running stack gone).
-        """
+    async def _apply_config(self, new: Config) -> list[str] | ConfigError:
         if new.project != self.config.project:
-            raise ConfigError(
+            return ConfigError(
                 "changing the project needs a restart of devsup (it names the socket)",
                 file=str(new.source),
                 key="project",
             )
         if self.stack_name not in new.stacks:
-            raise ConfigError(
+            return ConfigError(
                 f"the running stack {self.stack_name!r} was removed; switch to another first",
                 file=str(new.source),
                 key="stacks",
@@ -298,56 +308,26 @@ class Orchestrator:
         changed = [f for f in RELOADABLE if getattr(self.config, f) != getattr(new, f)]
         if not changed:
             return changed
-        async with self._op_lock:
-            old, self.config = self.config, new
-            self.stacks = StackManager(new, on_output=_compose_output)
-            if self.deps is not None:
-                self.deps.supervisor.deps = new.dependencies
-            if old.platform.watch != new.platform.watch:
-                await restart_watcher()
-            if {"compose", "stacks"} & set(changed):
-                await self._apply_services(self.stack_name, self.stack_name)
-            platform_changed = old.platform != new.platform or (
-                old.stacks[self.stack_name].platform != new.stacks[self.stack_name].platform
-            )
-            if platform_changed:
-                await self._apply_platform(self.stack_name)
-            log.info("config.reloaded", changed=changed, platform_restarted=platform_changed)
+        old, self.config = self.config, new
+        self.services.configure(new)
+        if old.platform.watch != new.platform.watch:
+            await self._restart_watcher()
+        if {"compose", "stacks"} & set(changed):
+            await self._apply_services(self.stack_name, self.stack_name)
+        platform_changed = old.platform != new.platform or (
+            old.stacks[self.stack_name].platform != new.stacks[self.stack_name].platform
+        )
+        if platform_changed:
+            await self._apply_platform(self.stack_name)
+        log.info("config.reloaded", changed=changed, platform_restarted=platform_changed)
         return changed
 
-    # -- Docker events ----------------------------------------------------------------------
-
-    def _on_platform_container_died(self, container: str, exit_code: int | None) -> None:
-        if self.platform is not None and isinstance(self.platform.target, ContainerTarget):
-            self.platform.target.container_exited(container, exit_code)
-
-    def _on_dependency_restarted(self, service: str) -> None:
-        if service in self.config.platform.restart_on and self.platform is not None:
-            log.info("platform.restart_for_dependency", service=service)
-            self._spawn(self.platform.restart())
-
-    def _on_docker_lost(self, reason: str) -> None:
-        # A host binary keeps running; the stack is degraded until the engine is back.
-        if self.stack_state in (StackState.RUNNING, StackState.STARTING):
-            self.stack_error = reason
-            self._set_state(StackState.DEGRADED)
-
-    async def on_docker_back(self) -> None:
-        """The engine is back: bring the chosen stack to its chosen state again."""
-        async with self._op_lock:
-            ok = await self._apply_services(self.stack_name, self.stack_name)
-            platform = self.platform
-            if platform is not None and platform.target.mode == "container":
-                ok = await platform.restart() and ok
-            if ok:
-                self.stack_error = None
-                self._set_state(StackState.RUNNING)
-            log.info("stack.reconciled", stack=self.stack_name, ok=ok)
-
-
-def _build_output(line: str) -> None:
-    log.debug("build.output", line=line)
-
-
-def _compose_output(line: str) -> None:
-    log.debug("compose.output", line=line)
+    async def _reconcile(self) -> bool:
+        ok = await self._apply_services(self.stack_name, self.stack_name)
+        if self.platform.target.mode == "container":
+            ok = await self.platform.ask(intents.Restart) and ok
+        if ok:
+            self.stack_error = None
+            self._set_state(StackState.RUNNING)
+        log.info("stack.reconciled", stack=self.stack_name, ok=ok)
+        return ok

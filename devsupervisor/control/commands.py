@@ -67,7 +67,7 @@ async def _switch(daemon: Daemon, args: dict[str, Any]) -> Reply:
     if stack not in daemon.config.stacks:
         known = ", ".join(daemon.config.stacks)
         raise ProtocolError(BAD_ARGS, f"no stack named {stack!r} (stacks: {known})")
-    orchestrator = daemon.stack
+    orchestrator = daemon.orchestrator
     if stack == orchestrator.stack_name and orchestrator.stack_state == StackState.RUNNING:
         return daemon.status()
     wait = bool(args.get("wait", True))
@@ -84,28 +84,26 @@ async def _switch(daemon: Daemon, args: dict[str, Any]) -> Reply:
 
 
 async def _rebuild(daemon: Daemon, args: dict[str, Any]) -> Reply:
-    platform = daemon.stack.platform
-    if platform is None:
-        raise ProtocolError(FAILED, "the platform is not set up yet")
-    ok = await platform.rebuild()
-    result = platform.status()
+    ok = await daemon.orchestrator.rebuild()
+    result = daemon.orchestrator.platform_status()
     if not ok:
-        build = result.get("last_build") or {}
-        raise ProtocolError(FAILED, build.get("error") or f"platform is {result['state']}")
+        build = result["last_build"]
+        error = build["error"] if build is not None else None
+        raise ProtocolError(FAILED, error or f"platform is {result['state']}")
     return result
 
 
 async def _restart(daemon: Daemon, args: dict[str, Any]) -> Reply:
-    return await daemon.stack.restart(args["name"])
+    return await daemon.orchestrator.restart(args["name"])
 
 
 async def _pause(daemon: Daemon, args: dict[str, Any]) -> Reply:
-    daemon.stack.pause()
+    daemon.orchestrator.pause()
     return {"paused": True}
 
 
 async def _resume(daemon: Daemon, args: dict[str, Any]) -> Reply:
-    daemon.stack.resume()
+    daemon.orchestrator.resume()
     return {"paused": False}
 
 

@@ -110,3 +110,17 @@ def test_daemon_piped_into_head_keeps_supervising(
     for pid in (running["platform"]["pid"], status["platform"]["pid"]):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_failing_tap_is_noted_in_the_file_and_never_raises(tmp_path: Path) -> None:
+    """A tap that raises does not reach the caller; the file notes it and keeps every record."""
+
+    def broken(record: dict[str, object]) -> None:
+        raise RuntimeError("follower bug")
+
+    log_file = tmp_path / "d.log"
+    pipeline.configure(log_file, console=None, taps=[broken])
+    pipeline.get_logger().info("stack.starting", stack="skeleton")
+    pipeline.configure(None, console=None)
+    events = [r["event"] for r in _records(log_file)]
+    assert events == ["stack.starting", "log.tap_failed"]

@@ -147,7 +147,12 @@ class _Fanout:
 
     def _run_taps(self, record: dict[str, Any]) -> None:
         for tap in self._taps:
-            tap(record)
+            try:
+                tap(record)
+            except Exception as exc:  # a broken follower must not fail whoever logged
+                note = _note("log.tap_failed", tap=repr(tap), error=repr(exc))
+                with self._lock:
+                    self._write_file(cap_record(note, self._record_limit)[1], [])
 
     def close(self) -> None:
         # A full disk fails the last flush too; the descriptor is closed all the same.

@@ -137,9 +137,11 @@ class Daemon:
         # The docker SDK loads only when a stack runs the platform as a container.
         from devsupervisor.platform.container import ContainerTarget  # noqa: PLC0415
 
+        assert self.services.deps is not None, "a container stack has compose files"
         return ContainerTarget(
             self.services.compose_for(stack),
             container.service,
+            events=self.services.deps.events,
             prebuild=container.prebuild,
             workdir=binary.workdir if binary is not None else None,
             on_output=_platform_output,

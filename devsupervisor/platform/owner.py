@@ -26,7 +26,7 @@ from devsupervisor.logs.pipeline import get_logger, utc_iso
 from devsupervisor.platform import intents as i
 from devsupervisor.platform.ready import NotReady
 from devsupervisor.platform.scheduler import ReloadScheduler
-from devsupervisor.platform.target import PlatformTarget
+from devsupervisor.platform.target import ExitSink, PlatformTarget
 from devsupervisor.states import PLATFORM_EDGES, PlatformState, transition
 from devsupervisor.status_types import BuildInfo, PlatformStatus, ReloadBreakdown
 
@@ -57,6 +57,8 @@ class PlatformOwner:
         self.last_build: BuildInfo | None = None
         self.last_reload: ReloadBreakdown | None = None
         self._running: PlatformTarget | None = None
+        # During an overlap swap: the old process, serving until the new one is ready.
+        self._retiring: PlatformTarget | None = None
         self._clock = clock
         self._wall = wall_clock
         self._on_build_line = on_build_line
@@ -311,7 +313,14 @@ class PlatformOwner:
         build: float,
     ) -> bool:
         t_stop = self._clock()
-        if not _replaces_itself(self._running, target):
+        running = self._running
+        if running is target and target.overlap_swap and target.is_running():
+            # The new process starts while the old one serves on the same held sockets; the
+            # old one is stopped once the new one is ready (`_start`), or keeps serving.
+            target = target.fork()
+            self.target = target
+            self._retiring = running
+        elif not _replaces_itself(running, target):
             await self._stop_running()
         t_start = self._clock()
         ok = await self._start(target, trigger=trigger)
@@ -348,7 +357,7 @@ class PlatformOwner:
         self._set(PlatformState.STARTING)
         self._starts += 1
         start = self._starts
-        target.set_exit_sink(lambda code: self.post(i.Exited(target, start, code)))
+        target.set_exit_sink(_exit_poster(self, target, start))
         self._running = target
         try:
             await target.start()
@@ -380,10 +389,13 @@ class PlatformOwner:
             self._set(PlatformState.STOPPED)
             return False
         except NotReady as exc:
+            if await self._fall_back_to_retiring(target, str(exc)):
+                return False
             # Alive but not serving within the timeout counts as a failed start, like an exit.
             await self._stop_running()
             self._crashed(target.exit_code, reason=str(exc))
             return False
+        await self._stop_retiring()
         self._set(PlatformState.RUNNING)
         log.info(
             "platform.ready",
@@ -393,7 +405,29 @@ class PlatformOwner:
         )
         return True
 
+    async def _fall_back_to_retiring(self, failed: PlatformTarget, reason: str) -> bool:
+        """An overlap swap whose new process did not get ready: stop it; the old one, still
+        serving, stays. False when there was no overlap."""
+        old = self._retiring
+        if old is None or not old.is_running():
+            return False
+        log.error("platform.swap_failed", reason=reason, pid=failed.pid, kept=old.pid)
+        await failed.stop()
+        self._retiring = None
+        self._running = self.target = old
+        self._starts += 1  # exits of the failed twin are stale from now on
+        old.set_exit_sink(_exit_poster(self, old, self._starts))
+        self._started_at = self._clock()
+        self._set(PlatformState.RUNNING)
+        return True
+
+    async def _stop_retiring(self) -> None:
+        old, self._retiring = self._retiring, None
+        if old is not None:
+            await old.stop()
+
     async def _stop_running(self) -> None:
+        await self._stop_retiring()
         running = self._running
         if running is None:
             return
@@ -444,6 +478,10 @@ class PlatformOwner:
 def _replaces_itself(running: PlatformTarget | None, target: PlatformTarget) -> bool:
     """A compose recreate replaces the old container itself: no separate stop first."""
     return running is target and target.recreates_in_place
+
+
+def _exit_poster(owner: PlatformOwner, target: PlatformTarget, start: int) -> ExitSink:
+    return lambda code: owner.post(i.Exited(target, start, code))
 
 
 def _resolve(outcome: i.Outcome | None, ok: bool) -> None:

@@ -22,6 +22,16 @@ class PlatformTarget(Protocol):
     # the separate stop.
     recreates_in_place: bool
 
+    @property
+    def overlap_swap(self) -> bool:
+        """True when the next process may start while this one still serves (held listening
+        sockets plus notify readiness); then `fork()` gives the target for that process."""
+        ...
+
+    def fork(self) -> PlatformTarget:
+        """A fresh target for the next process, sharing what must outlive one process."""
+        ...
+
     async def build(self, on_line: LineSink) -> BuildResult:
         """Produce a new artefact while the current one keeps serving. Cancellable."""
         ...

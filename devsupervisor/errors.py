@@ -80,6 +80,11 @@ class ComposeError(OperationFailed):
     """A `docker compose` invocation failed."""
 
 
+class CommandTimeout(ComposeError):
+    """A docker or compose command did not finish within its timeout; its process tree was
+    killed."""
+
+
 class DockerUnavailable(OperationFailed):
     """The Docker engine does not answer."""
 

@@ -28,7 +28,6 @@ from devsupervisor.stack.docker_events import (
     list_containers,
     parse_event,
     restart_container,
-    start_container,
 )
 from tests.docker_env import ComposeProject, compose_project, demo_images, docker_engine
 
@@ -344,10 +343,10 @@ def test_unreachable_engine_at_start_is_lost_then_back(
 
 
 @pytest.mark.docker
-def test_helpers_list_restart_and_start(
+def test_helpers_list_and_restart(
     compose_project: ComposeProject, client: docker.DockerClient
 ) -> None:
-    """list_containers gives state and health; restart keeps the id; start revives an exited one."""
+    """list_containers gives state and health; restart keeps the id and revives an exited one."""
     up = compose_project.compose("up", "-d", "--wait", "postgres", "redpanda")
     assert up.returncode == 0, up.stderr
     by_service = {c.service: c for c in list_containers(client, compose_project.name)}
@@ -363,5 +362,5 @@ def test_helpers_list_restart_and_start(
     client.api.stop(pg.id, timeout=5)
     stopped = {c.service: c for c in list_containers(client, compose_project.name)}["postgres"]
     assert (stopped.state, stopped.exit_code) == ("exited", 0)
-    start_container(client, pg.id)
+    restart_container(client, pg.id, timeout=5)
     wait_for(lambda: compose_project.health("postgres") == "healthy", 30, "healthy again")

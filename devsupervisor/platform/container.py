@@ -1,27 +1,31 @@
 """The platform as a compose container: host prebuild, image build, recreate only it.
 
 Readiness comes from Docker's own signals (the container's health status, read from the
-engine's event stream), not from probing the published port: right after a recreate the
-port-forwarder accepts connections it cannot yet deliver, and a probe stalls about a second.
+project's one event stream, `stack.event_bus.ContainerEvents`), not from probing the published
+port: right after a recreate the port-forwarder accepts connections it cannot yet deliver, and a
+probe stalls about a second.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import docker
-import docker.errors
 
 from devsupervisor.config.model import PlatformMode
+from devsupervisor.errors import DockerUnavailable
 from devsupervisor.logs.pipeline import get_logger
 from devsupervisor.platform.build import BuildResult, run_command
 from devsupervisor.platform.ready import NotReady
 from devsupervisor.platform.target import ExitSink, LineSink
 from devsupervisor.stack.compose import Compose
+from devsupervisor.stack.docker_events import SDK_TIMEOUT, ContainerEvent, docker_client, sdk_call
+from devsupervisor.stack.event_bus import ContainerEvents
 
 log = get_logger()
 
@@ -34,30 +38,45 @@ class ContainerTarget:
     mode: PlatformMode = "container"
     # `up -d --no-deps` replaces the old container itself: no separate stop before the start.
     recreates_in_place = True
+    # The recreate replaces the container in one step: there is no second one to overlap.
+    overlap_swap = False
+
+    def fork(self) -> ContainerTarget:
+        return self
 
     def __init__(
         self,
         compose: Compose,
         service: str,
         *,
+        events: ContainerEvents,
         prebuild: str | None,
         workdir: Path | None,
         on_output: LineSink,
+        client_factory: Callable[[], docker.DockerClient] = docker_client,
     ) -> None:
+        """Args:
+        events: the project's container events (`DockerWatch.events`): readiness waits on them.
+        client_factory: makes the SDK client for the container lookup and inspect.
+        """
         self._compose = compose
         self._service = service
+        self._events = events
         self._prebuild = prebuild
         self._workdir = workdir
         self._on_output = on_output
         self._container: str | None = None
-        self._up_since: float = 0.0
         self._exit_sink: ExitSink = lambda code: None
-        self._client: Any = None
+        self._client_factory = client_factory
+        self._client: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()  # made in whichever worker needs it first
 
-    def _docker(self) -> Any:
-        if self._client is None:
-            self._client = docker.from_env()
-        return self._client
+    def _docker(self) -> docker.DockerClient:
+        """Called in workers only: making a client may ask the engine for its API version."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._client_factory()
+            return self._client
 
     def set_exit_sink(self, sink: ExitSink) -> None:
         self._exit_sink = sink
@@ -102,57 +121,72 @@ class ContainerTarget:
         )
 
     async def start(self) -> None:
-        self._up_since = time.time()
         # The recreate kills the old container: its `die` must not look like our crash.
         self._container = None
         await self._compose.up([self._service], wait=False, no_deps=True)
-        self._container = await asyncio.to_thread(self._find_container)
-        log.debug("platform.container", container=self._container, service=self._service)
-
-    def _find_container(self) -> str | None:
         labels = [
             f"com.docker.compose.project={self._compose.model.project}",
             f"com.docker.compose.service={self._service}",
         ]
-        found = self._docker().containers.list(filters={"label": labels})
-        return str(found[0].id) if found else None
+        found = await sdk_call(
+            f"a lookup of the {self._service} container",
+            lambda: self._docker().containers.list(filters={"label": labels}),
+            timeout=SDK_TIMEOUT,
+        )
+        self._container = str(found[0].id) if found else None
+        log.debug("platform.container", container=self._container, service=self._service)
 
     async def wait_ready(self) -> None:
+        """Return once the container is healthy (or running, without a healthcheck).
+
+        Raises:
+            NotReady: it died, turned unhealthy, or was not healthy within READY_TIMEOUT; or
+                the engine (or its event stream) is not reachable.
+        """
         container = self._container
         if container is None:
             raise NotReady(f"no container for service {self._service}")
+        deadline = time.monotonic() + READY_TIMEOUT
+
+        def about_it(event: ContainerEvent) -> bool:
+            return event.container_id == container and event.action in ("health_status", "die")
+
         try:
-            await asyncio.wait_for(asyncio.to_thread(self._wait_healthy, container), READY_TIMEOUT)
+            await self._events.wait_live(READY_TIMEOUT)
+            # Subscribed before the inspect: whatever happens after it is queued for us.
+            with self._events.subscribe(about_it) as sub:
+                if await self._ready_now(container):
+                    return
+                while True:
+                    event = await sub.next(deadline - time.monotonic())
+                    if event.action == "die":
+                        raise NotReady(f"{self._service} exited with code {event.exit_code}")
+                    if event.health == "unhealthy":
+                        raise NotReady(f"{self._service} is unhealthy")
+                    if event.health == "healthy":
+                        return
         except TimeoutError:
             raise NotReady(f"{self._service} not healthy after {READY_TIMEOUT:g}s") from None
-
-    def _wait_healthy(self, container: str) -> None:
-        """Block until the container is healthy (or running, without a healthcheck)."""
-        client = self._docker()
-        since = int(self._up_since) - 1
-        events = client.events(
-            since=since,
-            filters={"container": container, "event": ["health_status", "die"]},
-            decode=True,
-        )
-        try:
-            if self._is_healthy_now(container):
-                return
-            for event in events:
-                status = str(event.get("status") or event.get("Action") or "")
-                if status.startswith("health_status: healthy"):
-                    return
-                if status == "die" or status.startswith("health_status: unhealthy"):
-                    raise NotReady(f"{self._service} {status}")
-        except docker.errors.DockerException as exc:
+        except (DockerUnavailable, docker.errors.APIError) as exc:
             raise NotReady(f"{self._service}: {exc}") from exc
 
-    def _is_healthy_now(self, container: str) -> bool:
-        state = self._docker().api.inspect_container(container)["State"]
-        health = state.get("Health")
-        if health is None:
-            return bool(state.get("Running"))
-        return bool(health.get("Status") == "healthy")
+    async def _ready_now(self, container: str) -> bool:
+        """Whether it serves already; raises NotReady when it has already failed.
+
+        An inspect, not an event: the container may have turned healthy (or died) before the
+        subscription began.
+        """
+        state: dict[str, Any] = await sdk_call(
+            f"an inspect of the {self._service} container",
+            lambda: self._docker().api.inspect_container(container)["State"],
+            timeout=SDK_TIMEOUT,
+        )
+        if not state.get("Running"):
+            raise NotReady(f"{self._service} exited with code {state.get('ExitCode')}")
+        health = (state.get("Health") or {}).get("Status")
+        if health == "unhealthy":
+            raise NotReady(f"{self._service} is unhealthy")
+        return health is None or health == "healthy"
 
     async def stop(self) -> None:
         await self._compose.remove([self._service])

@@ -1,16 +1,17 @@
 """The docker compose CLI, as devsup drives it: one project, layered files, profiles.
 
 Always `docker compose -p PROJECT -f base ... -f stack ... --profile P ... <subcommand>`:
-one `-f` per file and global flags before the subcommand (the design's sample got both wrong).
-Volumes are never removed: no method here passes `-v`.
+one `-f` per file and global flags before the subcommand (compose ignores a `-f` after it).
+Volumes are never removed: no method here passes `-v`. Every call has a deadline
+(`docker_cli`): a hung compose call fails with the command named, its process tree killed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shlex
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +19,15 @@ from pathlib import Path
 from devsupervisor.errors import ComposeError
 from devsupervisor.logs.lines import iter_lines
 from devsupervisor.logs.pipeline import get_logger
-from devsupervisor.platform.build import BuildResult, run_command
+from devsupervisor.platform.build import BuildResult
+from devsupervisor.stack import docker_cli
+from devsupervisor.stack.docker_cli import DEFAULT_TIMEOUT
 
 log = get_logger()
 
-# Longest `up --wait` devsup waits for before calling a stack failed; healthchecks with long
-# start periods (a real Postgres initialising its volume) need minutes on first start.
-UP_TIMEOUT = 300
+# Longest a bring-up waits for the stack's services to turn healthy: healthchecks with long start
+# periods (a real Postgres initialising its volume) need minutes on first start.
+UP_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -44,48 +47,70 @@ class ComposeFiles:
             args += ["--profile", profile]
         return [*args, *subcommand]
 
-    def shell(self, *subcommand: str) -> str:
-        """The same command as one shell line (for run_command and for messages)."""
-        return shlex.join(self.argv(*subcommand))
-
 
 class Compose:
-    """Runs compose subcommands for one model; output lines go to `on_line`."""
+    """Runs compose subcommands for one model; output lines go to `on_line`.
 
-    def __init__(self, model: ComposeFiles, *, on_line: Callable[[str], None]) -> None:
+    Args:
+        timeout: deadline of each call in seconds (config `compose.timeout`); a call may pass
+            its own.
+    """
+
+    def __init__(
+        self,
+        model: ComposeFiles,
+        *,
+        on_line: Callable[[str], None],
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         self.model = model
         self._on_line = on_line
+        self.timeout = timeout
 
     @property
     def enabled(self) -> bool:
         """A stack with no compose files runs the platform alone."""
         return bool(self.model.files)
 
-    async def _run(self, *subcommand: str) -> BuildResult:
-        cwd = str(self.model.files[0].parent) if self.model.files else os.getcwd()
-        log.debug("compose.run", argv=self.model.argv(*subcommand))
-        return await run_command(self.model.shell(*subcommand), cwd=cwd, on_line=self._on_line)
+    @property
+    def _cwd(self) -> str:
+        return str(self.model.files[0].parent) if self.model.files else os.getcwd()
 
-    async def _check(self, *subcommand: str) -> BuildResult:
+    @staticmethod
+    def _label(*subcommand: str) -> str:
+        return shlex.join(["docker", "compose", *subcommand])
+
+    async def _run(self, *subcommand: str, timeout: float | None = None) -> docker_cli.CliResult:
+        return await docker_cli.run_streamed(
+            self.model.argv(*subcommand),
+            cwd=self._cwd,
+            timeout=self.timeout if timeout is None else timeout,
+            on_line=self._on_line,
+            label=self._label(*subcommand),
+        )
+
+    async def _check(self, *subcommand: str) -> None:
         result = await self._run(*subcommand)
         if not result.ok:
             tail = f": {result.output[-1]}" if result.output else ""
-            raise ComposeError(
-                f"docker compose {' '.join(subcommand)} failed (exit {result.exit_code}){tail}"
-            )
-        return result
+            raise ComposeError(f"{self._label(*subcommand)} failed (exit {result.exit_code}){tail}")
+
+    async def _capture(self, *subcommand: str, merge_stderr: bool = False) -> tuple[int, str, str]:
+        code, out, err = await docker_cli.run_captured(
+            self.model.argv(*subcommand),
+            cwd=self._cwd,
+            timeout=self.timeout,
+            label=self._label(*subcommand),
+            merge_stderr=merge_stderr,
+        )
+        return code, out.decode(errors="replace"), err.decode(errors="replace")
 
     async def services(self) -> list[str]:
         """The services this model runs (profiles applied)."""
-        proc = await asyncio.create_subprocess_exec(
-            *self.model.argv("config", "--services"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise ComposeError(f"docker compose config: {err.decode(errors='replace').strip()}")
-        return [line for line in out.decode().splitlines() if line]
+        code, out, err = await self._capture("config", "--services")
+        if code != 0:
+            raise ComposeError(f"docker compose config: {err.strip()}")
+        return [line for line in out.splitlines() if line]
 
     async def up(
         self, services: Sequence[str], *, wait: bool = True, no_deps: bool = False
@@ -94,25 +119,29 @@ class Compose:
 
         Raises:
             ComposeError: a service did not come up (exit, or unhealthy within --wait).
+            CommandTimeout: compose did not finish within the timeout.
         """
         args = ["up", "-d"]
         if wait:
-            args += ["--wait", "--wait-timeout", str(UP_TIMEOUT)]
+            # compose's own wait ends just before ours, so its message names the service.
+            args += ["--wait", "--wait-timeout", str(max(1, int(self.timeout) - 5))]
         if no_deps:
             args.append("--no-deps")
         await self._check(*args, *services)
-
-    async def stop(self, services: Sequence[str]) -> None:
-        if services:
-            await self._check("stop", *services)
 
     async def remove(self, services: Sequence[str]) -> None:
         """Stop and remove the containers of `services` (their volumes stay)."""
         if services:
             await self._check("rm", "--stop", "--force", *services)
 
-    async def build(self, service: str) -> BuildResult:
-        return await self._run("build", service)
+    async def build(self, service: str, *, timeout: float | None = None) -> BuildResult:
+        """Build the service's image; a timeout is a failed build that says so."""
+        started = time.monotonic()
+        try:
+            result = await self._run("build", service, timeout=timeout)
+        except ComposeError as exc:
+            return BuildResult(False, -1, time.monotonic() - started, (str(exc),))
+        return BuildResult(result.ok, result.exit_code, time.monotonic() - started, result.output)
 
     async def down(self) -> None:
         """Stop and remove the project's containers and network; volumes are kept."""
@@ -120,24 +149,23 @@ class Compose:
 
     async def logs(self, service: str, lines: int) -> list[str]:
         """The last `lines` log lines of a service's container."""
-        proc = await asyncio.create_subprocess_exec(
-            *self.model.argv(
-                "logs", "--no-color", "--no-log-prefix", "--tail", str(lines), service
-            ),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+        _, out, _ = await self._capture(
+            "logs",
+            "--no-color",
+            "--no-log-prefix",
+            "--tail",
+            str(lines),
+            service,
+            merge_stderr=True,
         )
-        out, _ = await proc.communicate()
-        return out.decode(errors="replace").splitlines()
+        return out.splitlines()
 
     async def follow_logs(self, service: str, lines: int) -> AsyncIterator[str]:
         """Recent lines, then new ones as the container writes them, until the caller stops."""
-        proc = await asyncio.create_subprocess_exec(
-            *self.model.argv(
-                "logs", "--no-color", "--no-log-prefix", "--follow", "--tail", str(lines), service
-            ),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+        subcommand = ("logs", "--no-color", "--no-log-prefix", "--follow", "--tail", str(lines))
+        label = self._label(*subcommand, service)
+        proc = await docker_cli.start_streaming(
+            self.model.argv(*subcommand, service), cwd=self._cwd, label=label
         )
         assert proc.stdout is not None
         try:
@@ -145,19 +173,12 @@ class Compose:
             async for line in iter_lines(proc.stdout):
                 yield line
         finally:
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
+            await docker_cli.stop(proc, label)
 
     async def ps(self) -> list[dict[str, object]]:
         """Containers of the project (all states), as compose reports them."""
-        proc = await asyncio.create_subprocess_exec(
-            *self.model.argv("ps", "-a", "--format", "json"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, _ = await proc.communicate()
-        text = out.decode().strip()
+        _, out, _ = await self._capture("ps", "-a", "--format", "json")
+        text = out.strip()
         if not text:
             return []
         if text.startswith("["):

@@ -7,8 +7,10 @@ reports `on_lost(reason)` once, reconnects with exponential backoff, reports `on
 resubscribes with `since=` the last event it saw, so a short gap loses nothing (Docker replays
 its recent events; a restarted engine has none to replay, which the loop's reconcile covers).
 
-`list_containers`, `restart_container` and `start_container` block: the loop calls them through
-`asyncio.to_thread`, with a client of its own (the events thread never shares its client).
+`list_containers` and `restart_container` block: the loop calls them through `sdk_call` (a worker
+thread with a deadline), with a client of its own (the events thread never shares its client).
+Every client comes from `docker_client`, whose HTTP timeout bounds each call inside the worker
+too, so no worker outlives its deadline by more than that.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import requests
 
 from devsupervisor.backoff import BackoffPolicy, RestartBudget
+from devsupervisor.errors import DockerUnavailable
 from devsupervisor.logs.pipeline import get_logger
 
 log = get_logger()
@@ -38,6 +41,9 @@ ACTIONS = ("create", "start", "restart", "kill", "die", "oom", "stop", "destroy"
 # Reconnecting to a lost engine: a quick first retry (a restarting engine is back within
 # seconds), capped so a long outage costs one attempt every 10 s; never gives up.
 RECONNECT_POLICY = BackoffPolicy(initial=0.5, max=10.0, restarts=None, within=float("inf"))
+# HTTP timeout of every SDK client (per request; `restart` adds its grace period to it): an engine
+# that accepts the connection but never answers fails the call instead of holding a worker.
+SDK_TIMEOUT = 30.0
 # How long stop() waits for the thread; closing the stream's socket ends it within milliseconds.
 STOP_JOIN_TIMEOUT = 5.0
 
@@ -109,7 +115,8 @@ class DockerEventSource:
         on_event: Callable[[ContainerEvent], None],
         on_lost: Callable[[str], None],
         on_back: Callable[[], None],
-        client_factory: Callable[[], docker.DockerClient] = docker.from_env,
+        on_subscribed: Callable[[], None] = lambda: None,
+        client_factory: Callable[[], docker.DockerClient] | None = None,
         reconnect: BackoffPolicy = RECONNECT_POLICY,
     ) -> None:
         self.project = project
@@ -117,7 +124,8 @@ class DockerEventSource:
         self._on_event = on_event
         self._on_lost = on_lost
         self._on_back = on_back
-        self._client_factory = client_factory
+        self._on_subscribed = on_subscribed
+        self._client_factory = client_factory or docker_client
         # Used by the thread only.
         self._reconnects = RestartBudget(reconnect)
         self._should_stop = threading.Event()
@@ -177,6 +185,7 @@ class DockerEventSource:
             if lost:
                 lost = False
                 self._post(self._on_back)
+            self._post(self._on_subscribed)
             reason = self._pump(stream)
             self._subscribed.clear()
             self._close_connection()
@@ -275,7 +284,31 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-# -- blocking helpers (the loop calls these through asyncio.to_thread) ---------------------------
+# -- blocking helpers (the loop calls these through sdk_call) ------------------------------------
+
+_T = TypeVar("_T")
+
+
+def docker_client() -> docker.DockerClient:
+    """A client for the engine of the environment (DOCKER_HOST), every request bounded."""
+    return docker.from_env(timeout=int(SDK_TIMEOUT))
+
+
+async def sdk_call(what: str, fn: Callable[..., _T], *args: Any, timeout: float) -> _T:
+    """Run a blocking SDK call in a worker thread, giving up after `timeout` seconds.
+
+    Raises:
+        DockerUnavailable: the engine refused the connection or did not answer in time.
+    """
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout)
+    except TimeoutError:
+        message = f"Docker engine did not answer {what} within {timeout:g}s"
+        raise DockerUnavailable(message) from None
+    except docker.errors.APIError:
+        raise  # the engine answered: a refusal about this request, not an unreachable engine
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise DockerUnavailable(f"Docker engine not reachable: {_reason(exc)}") from exc
 
 
 def list_containers(client: docker.DockerClient, project: str) -> list[ContainerInfo]:
@@ -318,12 +351,3 @@ def restart_container(client: docker.DockerClient, container_id: str, timeout: f
         docker.errors.APIError: the engine refused (e.g. the container is gone).
     """
     client.api.restart(container_id, timeout=int(timeout))
-
-
-def start_container(client: docker.DockerClient, container_id: str) -> None:
-    """`docker start`; a no-op for a running container.
-
-    Raises:
-        docker.errors.APIError: the engine refused (e.g. the container is gone).
-    """
-    client.api.start(container_id)

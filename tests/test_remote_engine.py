@@ -25,9 +25,11 @@ import pytest
 
 from devsupervisor.errors import ConfigError, DockerUnavailable
 from devsupervisor.stack import compose_model, engine
+from devsupervisor.stack.compose import Compose, ComposeFiles
 from devsupervisor.stack.engine import EngineAddress, SshDestination
+from devsupervisor.stack.engine_connection import EngineConnection, EngineStatus
 from devsupervisor.stack.ssh_tunnel import SshTunnel, engine_answers
-from tests.docker_env import STANDIN_IMAGE, demo_images, free_port
+from tests.docker_env import DEMO_STACK, STANDIN_IMAGE, demo_images, free_port
 from tests.harness import http_get
 from tests.remote_host import RemoteHost, remote_host
 
@@ -399,3 +401,74 @@ def test_refused_ssh_and_a_silent_engine_are_reported(
     refused, silent = run(scenario())
     assert "Permission denied" in refused and "exited with 255" in refused
     assert "no Docker engine answers at /run/no-engine-here.sock" in silent
+
+
+@pytest.mark.docker
+def test_an_engine_not_there_at_start_is_retried_until_it_answers(
+    remote: RemoteHost, runtime_dir: Path
+) -> None:
+    """start(retry=True) does not raise: lost at once, back once the engine's socket appears."""
+    late = remote.root / "late.sock"  # the stand-in shares this filesystem
+
+    async def scenario() -> Reports:
+        reports = Reports()
+        tunnel = SshTunnel(
+            engine.parse_ssh(remote.url),
+            runtime_dir,
+            on_lost=reports.lost,
+            on_back=reports.back,
+            ssh=remote.ssh_args(),
+            remote_socket=str(late),
+            connect_timeout=2,
+        )
+        await tunnel.start(retry=True)
+        try:
+            assert not tunnel.connected and reports.seen[0].startswith("lost: ")
+            late.symlink_to(remote.dockerd.socket)
+            await reports.wait_for("back", BACK_DEADLINE)
+            assert tunnel.connected and tunnel.error is None
+            assert await engine_answers(runtime_dir / "docker.sock")
+        finally:
+            await tunnel.stop()
+            late.unlink(missing_ok=True)
+        return reports
+
+    reports = run(scenario())
+    assert "no Docker engine answers" in reports.seen[0]
+    assert reports.seen[-1] == "back"
+
+
+@pytest.mark.docker
+def test_the_connection_points_docker_at_the_tunnel_and_prepares_the_stack(
+    remote: RemoteHost, runtime_dir: Path, tmp_path: Path
+) -> None:
+    """DOCKER_HOST is the tunnel's socket; before up, published ports forward, bind mounts show."""
+    override = tmp_path / "bind.yaml"
+    override.write_text(f"services:\n  postgres:\n    volumes:\n      - {tmp_path}:/seed:ro\n")
+    ports = {"DEMO_POSTGRES_PORT": free_port(), "DEMO_REDPANDA_PORT": free_port()}
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DOCKER_HOST"},
+        "DOCKER_CONTEXT": "leftover",
+        **{k: str(v) for k, v in ports.items()},
+    }
+    files = ComposeFiles("devsup-remote-prepare", (DEMO_STACK / "docker-compose.yaml", override))
+
+    async def scenario() -> EngineStatus:
+        connection = EngineConnection(remote.url, runtime_dir, env=env, ssh=remote.ssh_args())
+        await connection.start()
+        try:
+            assert env["DOCKER_HOST"] == f"unix://{runtime_dir}/docker.sock"
+            assert "DOCKER_CONTEXT" not in env
+            await connection.prepare(
+                Compose(files, on_line=lambda line: None), ["postgres", "redpanda"]
+            )
+            assert connection.tunnel is not None
+            assert connection.tunnel.forwarded == set(ports.values())
+            return connection.status(docker_available=True)
+        finally:
+            await connection.stop()
+
+    status = run(scenario())
+    assert status["host"] == remote.url and status["connected"] is True
+    assert len(status["warnings"]) == 1
+    assert f"service postgres bind-mounts {tmp_path}" in status["warnings"][0]

@@ -96,17 +96,29 @@ class SshTunnel:
     def forwarded(self) -> frozenset[int]:
         return frozenset(self._forwarded)
 
-    async def start(self) -> None:
+    async def start(self, *, retry: bool = False) -> None:
         """Connect; return once the remote engine answers through the tunnel.
 
+        Args:
+            retry: when the first attempt fails, report lost and go on trying in the background
+                (a daemon starts without its engine, as with a local one) instead of raising.
+
         Raises:
-            DockerUnavailable: ssh failed (the reason is its last line) or the engine is silent.
+            DockerUnavailable: (retry=False) ssh failed (the reason is its last line) or the
+                engine is silent.
         """
         self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         await self._end_stale_master()
-        async with self._lock:
-            await self._connect()
-        self._supervisor = asyncio.create_task(self._supervise(), name="ssh-tunnel")
+        try:
+            async with self._lock:
+                await self._connect()
+        except DockerUnavailable as exc:
+            if not retry:
+                raise
+            self._lost(str(exc))
+            self._supervisor = asyncio.create_task(self._supervise(connected=False))
+            return
+        self._supervisor = asyncio.create_task(self._supervise(connected=True))
 
     async def stop(self) -> None:
         """Close the connection (every forward with it) and remove the local sockets."""
@@ -120,7 +132,7 @@ class SshTunnel:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         self.connected = False
-        log.info("engine.ssh_closed", destination=str(self.destination))
+        log.info("docker.ssh_closed", destination=str(self.destination))
 
     async def set_forwards(self, wanted: Mapping[int, str]) -> list[str]:
         """Forward exactly these local ports (port -> service) to the same ports over there.
@@ -156,7 +168,7 @@ class SshTunnel:
             *("-L", f"{self.local_socket}:{self._remote_socket}"),
             *self.destination.args(),
         ]
-        log.debug("engine.ssh_connecting", argv=argv)
+        log.debug("docker.ssh_connecting", argv=argv)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -179,40 +191,48 @@ class SshTunnel:
         self.error = None
         self.connections += 1
         log.info(
-            "engine.ssh_connected",
+            "docker.ssh_connected",
             destination=str(self.destination),
             socket=str(self.local_socket),
             pid=proc.pid,
         )
         problems = await self._apply_forwards()
         for problem in problems:
-            log.warning("engine.forward_failed", problem=problem)
+            log.warning("stack.forward_failed", problem=problem)
 
-    async def _supervise(self) -> None:
+    async def _supervise(self, *, connected: bool) -> None:
         """Wait on the master; when it exits, report lost, reconnect with backoff, report back."""
         while not self._stopping:
-            assert self._proc is not None
-            await self._proc.wait()
-            if self._stopping:
-                return
-            reason = await self._failure_reason(self._proc)
-            self.connected = False
-            self.error = reason
-            self._forwarded.clear()
-            log.warning("engine.ssh_lost", destination=str(self.destination), reason=reason)
-            self._on_lost(reason)
-            budget = RestartBudget(self._policy)
-            while not self._stopping:
-                await asyncio.sleep(budget.record_failure() or self._policy.max)
-                try:
-                    async with self._lock:
-                        await self._connect()
-                except DockerUnavailable as exc:
-                    self.error = str(exc)
-                    log.info("engine.ssh_retry_failed", reason=str(exc), attempt=budget.count)
-                    continue
-                self._on_back()
-                break
+            if connected:
+                assert self._proc is not None
+                await self._proc.wait()
+                if self._stopping:
+                    return
+                self._lost(await self._failure_reason(self._proc))
+            await self._reconnect()
+            connected = True
+            self._on_back()
+
+    def _lost(self, reason: str) -> None:
+        self.connected = False
+        self.error = reason
+        self._forwarded.clear()
+        log.warning("docker.ssh_lost", destination=str(self.destination), reason=reason)
+        self._on_lost(reason)
+
+    async def _reconnect(self) -> None:
+        """Try again after each backoff delay until a connect succeeds (or we are cancelled)."""
+        budget = RestartBudget(self._policy)
+        while True:
+            await asyncio.sleep(budget.record_failure() or self._policy.max)
+            try:
+                async with self._lock:
+                    await self._connect()
+            except DockerUnavailable as exc:
+                self.error = str(exc)
+                log.info("docker.ssh_retry_failed", reason=str(exc), attempt=budget.count)
+                continue
+            return
 
     async def _read_stderr(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stderr is not None
@@ -254,7 +274,7 @@ class SshTunnel:
         """A master left by a devsup that was killed holds the control path: ask it to exit."""
         if self.control_path.exists():
             code, _ = await self._mux("exit")
-            log.info("engine.ssh_stale_master", ended=code == 0)
+            log.info("docker.ssh_stale_master", ended=code == 0)
             with contextlib.suppress(FileNotFoundError):
                 self.control_path.unlink()
 
@@ -266,7 +286,7 @@ class SshTunnel:
         for port in sorted(self._forwarded - set(self._wanted)):
             code, out = await self._mux("cancel", "-L", _spec(port))
             if code != 0:
-                log.warning("engine.forward_cancel_failed", port=port, output=out)
+                log.warning("stack.forward_cancel_failed", port=port, output=out)
             self._forwarded.discard(port)
         for port, service in sorted(self._wanted.items()):
             if port in self._forwarded:
@@ -282,7 +302,7 @@ class SshTunnel:
                 problems.append(f"service {service}: ssh could not forward port {port}: {out}")
                 continue
             self._forwarded.add(port)
-        log.info("engine.forwards", ports=sorted(self._forwarded), problems=len(problems))
+        log.info("stack.forwards", ports=sorted(self._forwarded), problems=len(problems))
         return problems
 
     async def _mux(self, command: str, *args: str) -> tuple[int, str]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from devsupervisor.platform.container import ContainerTarget
@@ -146,3 +147,22 @@ def test_lost_stream_is_not_ready_at_once_and_leaves_no_thread(compose: Compose)
     with pytest.raises(NotReady, match="connection refused"):
         asyncio.run(body())
     assert set(threading.enumerate()) <= before
+
+
+def test_build_past_its_timeout_fails_with_the_reason(compose: Compose, tmp_path: Path) -> None:
+    """A prebuild that never ends: the build fails after build_timeout, its tree killed."""
+    target = ContainerTarget(
+        compose,
+        "platform",
+        events=ContainerEvents(),
+        prebuild="sleep 300 & wait",
+        workdir=tmp_path,
+        on_output=lambda line: None,
+        build_timeout=0.3,
+    )
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    result = asyncio.run(target.build(lambda line: None))
+    assert not result.ok
+    assert "build timed out after 0.3s" in (result.error_tail or "")
+    after = {p.pid for p in psutil.Process().children(recursive=True)}
+    assert after <= before

@@ -8,6 +8,7 @@ probe stalls about a second.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -29,6 +30,8 @@ from devsupervisor.stack.event_bus import ContainerEvents
 
 log = get_logger()
 
+# Default deadline of a build (prebuild plus image build); config `platform.build_timeout`.
+BUILD_TIMEOUT = 600.0
 # A container without a healthcheck is ready once running; one with a healthcheck gets this
 # long to report healthy (start periods of real services are tens of seconds).
 READY_TIMEOUT = 120.0
@@ -53,10 +56,13 @@ class ContainerTarget:
         prebuild: str | None,
         workdir: Path | None,
         on_output: LineSink,
+        build_timeout: float = BUILD_TIMEOUT,
         client_factory: Callable[[], docker.DockerClient] = docker_client,
     ) -> None:
         """Args:
         events: the project's container events (`DockerWatch.events`): readiness waits on them.
+        build_timeout: seconds prebuild and image build may take together; then the build
+            fails with that reason (its process trees killed).
         client_factory: makes the SDK client for the container lookup and inspect.
         """
         self._compose = compose
@@ -65,6 +71,7 @@ class ContainerTarget:
         self._prebuild = prebuild
         self._workdir = workdir
         self._on_output = on_output
+        self._build_timeout = build_timeout
         self._container: str | None = None
         self._exit_sink: ExitSink = lambda code: None
         self._client_factory = client_factory
@@ -106,16 +113,23 @@ class ContainerTarget:
         return True  # whether the image is current is the daemon's fingerprint decision
 
     async def build(self, on_line: LineSink) -> BuildResult:
-        output: list[str] = []
         started = time.monotonic()
-        if self._prebuild:
-            pre = await run_command(
-                self._prebuild, cwd=str(self._workdir or os.getcwd()), on_line=on_line
-            )
-            output += pre.output
-            if not pre.ok:
-                return pre
-        image = await self._compose.build(self._service)
+        output: list[str] = []
+        try:
+            async with asyncio.timeout(self._build_timeout):
+                if self._prebuild:
+                    pre = await run_command(
+                        self._prebuild, cwd=str(self._workdir or os.getcwd()), on_line=on_line
+                    )
+                    output += pre.output
+                    if not pre.ok:
+                        return pre
+                remaining = self._build_timeout - (time.monotonic() - started)
+                image = await self._compose.build(self._service, timeout=max(remaining, 0.1))
+        except TimeoutError:
+            # Cancelled by the deadline: run_command killed the prebuild's tree on the way out.
+            reason = f"build timed out after {self._build_timeout:g}s"
+            return BuildResult(False, -1, time.monotonic() - started, (*output, reason))
         return BuildResult(
             image.ok, image.exit_code, time.monotonic() - started, (*output, *image.output)
         )

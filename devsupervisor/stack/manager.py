@@ -32,7 +32,7 @@ class StackManager:
             self.config.compose_files(stack),
             self.config.stacks[stack].profiles,
         )
-        return Compose(model, on_line=self._on_output)
+        return Compose(model, on_line=self._on_output, timeout=self.config.compose.timeout)
 
     async def services_of(self, stack: str) -> list[str]:
         """The compose services devsup keeps running in `stack` (never the platform's own)."""

@@ -277,3 +277,19 @@ def test_identity_and_locate_import_no_yaml_logging_or_asyncio() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_log_ready_with_port_reference(tree: Path) -> None:
+    """A readiness regex may name a port; it is a valid regex before and after substitution."""
+    config = load(
+        tree, binary_extra("ready: {log: 'listening on :${API}$'}") + "ports: {API: 80}\n"
+    )
+    out = substitute_ports(config, {"API": 8081})
+    assert binary_of(out).ready == model.ReadyCheck(log="listening on :8081$")
+
+
+def test_identity_ignores_a_byte_order_mark(tmp_path: Path) -> None:
+    """A UTF-8 BOM before the first line does not hide `project:`."""
+    path = tmp_path / "devsup.yaml"
+    path.write_text("project: bom\n", encoding="utf-8-sig")
+    assert read_identity(path) == ("bom", None)

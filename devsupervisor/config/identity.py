@@ -29,7 +29,7 @@ def read_identity(path: str | os.PathLike[str]) -> tuple[str | None, str | None]
     """
     try:
         with open(path, "rb") as file:
-            text = file.read(MAX_READ_BYTES).decode("utf-8", errors="replace")
+            text = file.read(MAX_READ_BYTES).decode("utf-8-sig", errors="replace")
     except (OSError, TypeError, ValueError):
         return None, None
     found: dict[str, str] = {}

@@ -1,6 +1,6 @@
 # devsupervisor: development tasks, and the compose flows that work without the daemon.
 #
-#   make install | lint | test | demo | bench
+#   make install | lint | test | test-fast | demo | bench
 #   make skeleton-up | skeleton-down | fullstack-up | fullstack-down | e2e-skeleton | platform-image
 #
 # The flows run on the real cornjacket stack (docker-compose/) by default, on the offline demo
@@ -39,7 +39,7 @@ E2E_COMPOSE := $(DOCKER) compose -p $(E2E_PROJECT) $(E2E_FILES)
 # A stack directory may bring a script that builds its local images (the demo stack does).
 STACK_IMAGES := $(if $(wildcard $(STACK_DIR)/build-images),stack-images)
 
-.PHONY: help install lint test demo bench prereqs stack-images platform-image \
+.PHONY: help install lint test test-fast demo bench prereqs stack-images platform-image \
 	skeleton-up skeleton-down fullstack-up fullstack-down e2e-skeleton
 
 help:
@@ -65,6 +65,11 @@ lint: $(INSTALLED)
 test: prereqs $(INSTALLED)
 	examples/demo-stack/build-images
 	$(VENV)/bin/pytest
+
+# The fast tier: the core's owners driven through their seams (fake clock, targets, compose);
+# needs no Docker engine.
+test-fast: $(INSTALLED)
+	$(VENV)/bin/pytest tests/fast
 
 demo: prereqs $(INSTALLED)
 	examples/demo-stack/build-images

@@ -101,6 +101,11 @@ class PeerRefused(DevsupError):
     exit_code = 3
 
 
+class UntrustedSocket(PeerRefused):
+    """The client refused the socket: its directory or the process serving it is another
+    user's."""
+
+
 class RemoteError(DevsupError):
     """The daemon answered a request with an error envelope."""
 

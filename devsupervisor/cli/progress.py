@@ -1,8 +1,9 @@
 """Progress for long CLI operations (`switch`, `rebuild`): what the daemon does, as it does it.
 
 While the request runs, a second connection follows the daemon's events and prints the ones
-that tell progress (services starting, builds, the platform coming up). On a TTY a live status
-line shows the elapsed time; elsewhere (CI logs, pipes) only plain lines are printed.
+that tell progress (services starting, builds, the platform coming up), escaped (`terminal`).
+On a TTY a live status line shows the elapsed time; elsewhere (CI logs, pipes) only plain lines
+are printed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
+from devsupervisor.cli.terminal import escape
 from devsupervisor.control.client import Client
 from devsupervisor.errors import DevsupError
 
@@ -99,7 +101,7 @@ class Progress:
                     return
                 if str(event.get("event", "")).startswith(SHOWN):
                     prefix = "\r\x1b[K" if self._tty else ""
-                    self._write(f"{prefix}[{self._elapsed()}] {describe(event)}\n")
+                    self._write(f"{prefix}[{self._elapsed()}] {escape(describe(event))}\n")
 
     def _tick(self) -> None:
         while not self._stop.wait(TICK):

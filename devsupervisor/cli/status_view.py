@@ -1,8 +1,21 @@
-"""`devsup status` without --json: the status object as one readable screen."""
+"""`devsup status` without --json: the status object as one readable screen.
+
+Every line is escaped (`terminal.escape`) once it is built: its strings come from the daemon,
+the screen is for a terminal, and `--json` is there for anything that wants the raw values.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from devsupervisor.cli.terminal import escape
+
+# `typing` costs client commands ~3 ms of start-up; annotations only need it for mypy.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from devsupervisor.status_types import BuildInfo, ReloadBreakdown, ServiceStatus, Status
+
+# How many of a build's trigger paths fit on its line, and how much of its error is shown.
+TRIGGERS_SHOWN = 3
+ERROR_LINES_SHOWN = 8
 
 
 def _age(seconds: float | None) -> str:
@@ -16,49 +29,68 @@ def _age(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def render(status: dict[str, Any]) -> str:
-    lines: list[str] = []
-    p = status["platform"]
-    lines.append(f"project  {status['project']}   stack {status['stack']} ({status['state']})")
-    where = f"pid {p['pid']}" if p.get("pid") else (p.get("container") or "not running")
-    lines.append(
-        f"platform {p['state']:<12} {p['mode']:<9} {where}   up {_age(p.get('uptime'))}"
-        f"   restarts {p['restarts']}"
+def _build_lines(build: BuildInfo) -> list[str]:
+    verdict = "ok" if build["ok"] else "FAILED"
+    triggers = build["trigger"]
+    shown = ", ".join(triggers[:TRIGGERS_SHOWN])
+    more = " ..." if len(triggers) > TRIGGERS_SHOWN else ""
+    lines = [f"  last build {verdict} in {build['duration']:.2f}s ({shown}{more})"]
+    if build["error"]:
+        tail = build["error"].splitlines()[-ERROR_LINES_SHOWN:]
+        lines.extend("    " + line for line in tail)
+    return lines
+
+
+def _reload_line(reload: ReloadBreakdown) -> str:
+    phases = (
+        ("detect", reload["detect"]),
+        ("build", reload["build"]),
+        ("stop", reload["stop"]),
+        ("start", reload["start"]),
+        ("ready", reload["ready"]),
+        ("total", reload["total"]),
     )
-    build = p.get("last_build")
-    if build:
-        verdict = "ok" if build["ok"] else "FAILED"
-        trigger = ", ".join(build["trigger"][:3]) + (" ..." if len(build["trigger"]) > 3 else "")
-        lines.append(f"  last build {verdict} in {build['duration']:.2f}s ({trigger})")
-        if build.get("error"):
-            lines.extend("    " + line for line in build["error"].splitlines()[-8:])
-    reload = p.get("last_reload")
-    if reload:
-        parts = "  ".join(f"{k} {reload[k] * 1000:.0f}ms" for k in reload)
-        lines.append(f"  last reload {parts}")
-    services = status.get("services") or []
-    if services:
-        lines.append("services")
-        for s in services:
-            reason = f"  ({s['reason']})" if s.get("reason") else ""
-            lines.append(
-                f"  {s['name']:<14} {s['state']:<10} {s['health']:<9} restarts {s['restarts']}"
-                f"{reason}"
-            )
-    w = status["watcher"]
+    return "  last reload " + "  ".join(f"{name} {value * 1000:.0f}ms" for name, value in phases)
+
+
+def _service_line(service: ServiceStatus) -> str:
+    reason = f"  ({service['reason']})" if service["reason"] else ""
+    return (
+        f"  {service['name']:<14} {service['state']:<10} "
+        f"{service['health']:<9} restarts {service['restarts']}{reason}"
+    )
+
+
+def render(status: Status) -> str:
+    platform = status["platform"]
+    lines = [f"project  {status['project']}   stack {status['stack']} ({status['state']})"]
+    where = f"pid {platform['pid']}" if platform["pid"] else platform["container"] or "not running"
     lines.append(
-        f"watcher  {'PAUSED' if w['paused'] else 'watching'} {', '.join(w['paths'])}"
-        f"   pending {w['pending']}"
+        f"platform {platform['state']:<12} {platform['mode']:<9} {where}"
+        f"   up {_age(platform['uptime'])}   restarts {platform['restarts']}"
+    )
+    if platform["last_build"]:
+        lines.extend(_build_lines(platform["last_build"]))
+    if platform["last_reload"]:
+        lines.append(_reload_line(platform["last_reload"]))
+    if status["services"]:
+        lines.append("services")
+        lines.extend(_service_line(service) for service in status["services"])
+    watcher = status["watcher"]
+    lines.append(
+        f"watcher  {'PAUSED' if watcher['paused'] else 'watching'} "
+        f"{', '.join(watcher['paths'])}   pending {watcher['pending']}"
     )
     docker = status["docker"]
     if docker["available"]:
         lines.append("docker   available")
-    elif docker.get("error"):
+    elif docker["error"]:
         lines.append(f"docker   unavailable: {docker['error']}")
-    if status.get("config_error"):
+    if status["config_error"]:
         lines.append(f"config   ERROR: {status['config_error']}")
-    d = status["daemon"]
+    daemon = status["daemon"]
     lines.append(
-        f"daemon   pid {d['pid']}  v{d['version']}  up {_age(d['uptime'])}  log {d['log_file']}"
+        f"daemon   pid {daemon['pid']}  v{daemon['version']}  up {_age(daemon['uptime'])}"
+        f"  log {daemon['log_file']}"
     )
-    return "\n".join(lines)
+    return "\n".join(escape(line) for line in lines)

@@ -54,9 +54,9 @@ class SocketClaim:
 
         Raises:
             AlreadyRunning: another daemon holds the lock.
+            DevsupError: the lock file is a symlink, not a regular file, or not ours.
         """
-        path = lock_path(self.path)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_lock_file(lock_path(self.path))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -172,6 +172,37 @@ def ensure_private_dir(directory: Path) -> None:
             mode=oct(stat.S_IMODE(info.st_mode)),
         )
         os.chmod(directory, 0o700)
+
+
+def open_lock_file(path: Path) -> int:
+    """Open (or create, 0600) the lock file, refusing anything but our own regular file.
+
+    We truncate and write it, so whatever it points at would be clobbered: a symlink planted
+    in the directory is not followed (O_NOFOLLOW), a FIFO or device is not used (O_NONBLOCK
+    keeps a FIFO from blocking the open; the fstat check then refuses it).
+
+    Raises:
+        DevsupError: the path is a symlink, not a regular file, or another user's file.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DevsupError(
+                f"lock file {path} is a symbolic link; not following it (remove it and retry)"
+            ) from None
+        raise DevsupError(f"cannot open lock file {path}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = "is not a regular file"
+    elif info.st_uid != os.getuid():
+        problem = f"belongs to uid {info.st_uid}, not {os.getuid()}"
+    if problem is not None:
+        os.close(fd)
+        raise DevsupError(f"lock file {path} {problem}; remove it and retry")
+    return fd
 
 
 def _read_pid(fd: int) -> int | None:

@@ -2,14 +2,21 @@
 
 Request: `{"id": ..., "cmd": "status", "args": {...}}` (`args` optional).
 Replies: `ok(id, result)`, `error(id, code, message)`, and for streaming commands any number of
-`event(id, payload)` lines. Pure functions only: no I/O, so the server and the client share it.
+`event(id, payload)` lines; a stream the daemon ends (it is stopping, or the source ended) ends
+with `ok(id, null)`, so a client tells that from a daemon that died (EOF without it).
+
+Pure functions only: no I/O, so the server and the client share it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any, Final
+import math
+
+# `typing` costs client commands ~3 ms of start-up; annotations only need it for mypy.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 # A request is a command name and a few arguments; 64 KiB is far above any real one and bounds
 # what one client can make the daemon buffer (PRODUCT.md).
@@ -39,11 +46,26 @@ class ProtocolError(Exception):
         super().__init__(f"{code}: {message}")
 
 
-@dataclass(frozen=True)
 class Request:
-    id: RequestId
-    cmd: str
-    args: dict[str, Any] = field(default_factory=dict)
+    """One parsed request. A plain class: `dataclasses` (or `typing.NamedTuple`) would cost
+    every client command several ms of start-up."""
+
+    __slots__ = ("args", "cmd", "id")
+
+    def __init__(self, id: RequestId, cmd: str, args: dict[str, Any]) -> None:
+        self.id = id
+        self.cmd = cmd
+        self.args = args
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return (self.id, self.cmd, self.args) == (other.id, other.cmd, other.args)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable args: not hashable, like the dataclass
+
+    def __repr__(self) -> str:
+        return f"Request(id={self.id!r}, cmd={self.cmd!r}, args={self.args!r})"
 
 
 def _reject_constant(name: str) -> Any:
@@ -73,6 +95,12 @@ def parse_request(line: bytes) -> Request:
     request_id = data.get("id")
     if isinstance(request_id, bool) or not isinstance(request_id, str | int | float | None):
         raise ProtocolError(BAD_REQUEST, "id must be a string, a number or null")
+    # The id is echoed in the reply, so it must survive `encode`: 1e400 parses as infinity,
+    # and "\ud800" as a lone surrogate that UTF-8 cannot carry. Refused before anything runs.
+    if isinstance(request_id, float) and not math.isfinite(request_id):
+        raise ProtocolError(BAD_REQUEST, "id must be a finite number")
+    if isinstance(request_id, str) and not _is_utf8_encodable(request_id):
+        raise ProtocolError(BAD_REQUEST, "id must be text UTF-8 can carry (no lone surrogates)")
     cmd = data.get("cmd")
     if not isinstance(cmd, str) or not cmd:
         raise ProtocolError(BAD_REQUEST, "cmd must be a non-empty string", request_id=request_id)
@@ -126,6 +154,14 @@ def decode(line: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"reply must be a JSON object, not {_kind(data)}")
     return data
+
+
+def _is_utf8_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _kind(value: object) -> str:

@@ -11,10 +11,13 @@ Per connection:
   command holds up only its own connection.
 - A line over MAX_LINE is read through to its newline and discarded, answered `bad_request`, and
   the connection stays usable: a client bug costs one reply, not the connection.
-- A streaming reply owns the connection until the iterator ends (the connection is then closed)
-  or the client goes away (the iterator is then closed at once). Going away is seen as EOF, so a
-  follower keeps its write side open; input sent during a stream is ignored.
-- `close()` cancels whatever each connection is doing (a pending dispatch, a stream) and hangs up.
+- A streaming reply owns the connection until the iterator ends (a final `ok(id, null)` is sent
+  and the connection closed) or the client goes away (the iterator is then closed at once).
+  Going away is seen as EOF, so a follower keeps its write side open; input sent during a
+  stream is ignored.
+- `close()` cancels whatever each connection is doing (a pending dispatch, a stream: which gets
+  its final `ok(id, null)` too) and hangs up. A client that sees EOF without that final line
+  knows the daemon died.
 
 One daemon per socket: `start()` claims the socket path through `claim.SocketClaim` (an exclusive
 lock beside the socket, a stale socket replaced, a live daemon's refused with AlreadyRunning);
@@ -204,6 +207,13 @@ class ControlServer:
         log.info("control.stream_started", cmd=req.cmd, request_id=req.id)
         try:
             await asyncio.wait({pump, hangup}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            if self._closing:
+                # No drain: the transport sends it on its way out, and close() must not wait
+                # on a follower that does not read.
+                with contextlib.suppress(Exception):
+                    writer.write(protocol.encode(protocol.ok(req.id, None)))
+            raise
         finally:
             for task in (pump, hangup):
                 task.cancel()
@@ -216,10 +226,13 @@ class ControlServer:
         failure = None if pump.cancelled() else pump.exception()
         if failure is not None:
             raise failure  # a connection error: the caller treats it as the client leaving
+        if pump.done() and not pump.cancelled() and pump.result():
+            await send(writer, protocol.ok(req.id, None))  # the stream ended on our side
 
     async def _pump(
         self, req: Request, events: AsyncIterator[dict[str, Any]], writer: asyncio.StreamWriter
-    ) -> None:
+    ) -> bool:
+        """Send every payload; True when the iterator ended, False when an error was sent."""
         try:
             async for payload in events:
                 # drain() waits while the client does not read; the subscription behind
@@ -227,11 +240,14 @@ class ControlServer:
                 await send(writer, protocol.event(req.id, payload))
         except ProtocolError as exc:
             await send(writer, protocol.error(req.id, exc.code, exc.message))
+            return False
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception as exc:
             log.exception("control.stream_failed", cmd=req.cmd, request_id=req.id)
             await send(writer, protocol.error(req.id, protocol.INTERNAL, _describe(exc)))
+            return False
+        return True
 
 
 class _Failure:

@@ -17,7 +17,7 @@ import aiohttp
 
 from devsupervisor.control import protocol
 from devsupervisor.control.protocol import ProtocolError, Request
-from devsupervisor.dashboard import auth
+from devsupervisor.dashboard import token_file
 from devsupervisor.dashboard.server import DashboardServer
 from devsupervisor.logs.broadcast import Broadcaster, drop_marker
 
@@ -111,7 +111,7 @@ def test_query_token_sets_strict_httponly_cookie() -> None:
     """The token in the query string is answered with an HttpOnly, SameSite=Strict cookie."""
 
     async def scenario(server: DashboardServer, _: FakeDaemon, s: aiohttp.ClientSession) -> None:
-        async with s.get(auth.login_url(server.url, TOKEN), allow_redirects=False) as r:
+        async with s.get(token_file.login_url(server.url, TOKEN), allow_redirects=False) as r:
             assert r.status == 303
             assert r.headers["Location"] == "/"
             cookie = r.headers["Set-Cookie"]
@@ -270,7 +270,7 @@ def test_close_ends_live_event_streams() -> None:
         await server.start()
         async with aiohttp.ClientSession() as s:
             r = await s.get(server.url + "api/events?logs=platform", headers=bearer())
-            assert (await read_event(r.content))[0] == "status"
+            assert (await read_event(r.content))[0] == "meta"
             await asyncio.wait_for(server.close(), 5)
             assert await asyncio.wait_for(r.content.read(), 5) is not None
             r.close()
@@ -280,14 +280,14 @@ def test_close_ends_live_event_streams() -> None:
 
 def test_token_file_is_private(tmp_path: Path) -> None:
     """The token file is written 0600 beside the state file and removed only if still ours."""
-    path = auth.token_path(tmp_path / "state" / "demo.json")
+    path = token_file.token_path(tmp_path / "state" / "demo.json")
     assert path == tmp_path / "state" / "demo.dashboard-token"
-    auth.write_token(path, "abc")
+    token_file.write_token(path, "abc")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert auth.read_token(path) == "abc"
-    auth.remove_token(path, "other")
+    assert token_file.read_token(path) == "abc"
+    token_file.remove_token(path, "other")
     assert path.exists()
-    auth.remove_token(path, "abc")
+    token_file.remove_token(path, "abc")
     assert not path.exists()
 
 

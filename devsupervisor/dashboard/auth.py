@@ -1,9 +1,8 @@
 """Who may use the dashboard: the token, the Host rule, the Origin rule (PRODUCT.md, "Dashboard").
 
-- Token: a fresh random one per daemon start, written 0600 beside the state file so only the
-  user (and `devsup ui`) can read it. A request carries it once in the query string (answered
-  with an HttpOnly, SameSite=Strict cookie), or in the cookie, or as `Authorization: Bearer`.
-  Without it: 401.
+- Token: a fresh random one per daemon start (`token_file`). A request carries it once in the
+  query string (answered with an HttpOnly, SameSite=Strict cookie), or in the cookie, or as
+  `Authorization: Bearer`. Without it: 401.
 - Host: only `127.0.0.1:PORT` and `localhost:PORT`, so a page on another name that resolves to
   127.0.0.1 (DNS rebinding) is refused with 403 even before the token is looked at.
 - Origin: a POST (the only method that changes anything) whose `Origin` is present and not the
@@ -13,74 +12,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import hmac
-import os
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlencode
 
 import structlog
 from aiohttp import web
 
+from devsupervisor.dashboard.token_file import TOKEN_PARAM
+
 log = structlog.get_logger()
 
-# 32 random bytes: far beyond guessing, short enough to paste.
-TOKEN_BYTES = 32
-# The query parameter a login link carries.
-TOKEN_PARAM = "token"
 # Loopback names a browser on this machine uses for the dashboard.
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def token_path(state_file: Path) -> Path:
-    """Where a daemon whose state file is `state_file` keeps its dashboard token."""
-    return state_file.with_name(f"{state_file.stem}.dashboard-token")
-
-
-def write_token(path: Path, token: str) -> None:
-    """Write `token` to `path`, readable by the user only (0600 from the first byte).
-
-    Raises:
-        OSError: the directory cannot be created or written.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # an existing file keeps its mode on O_CREAT
-        os.write(fd, token.encode() + b"\n")
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def read_token(path: Path) -> str:
-    """The token a running daemon wrote (`devsup ui`).
-
-    Raises:
-        OSError: no such file, or not readable.
-    """
-    return path.read_text(encoding="utf-8").strip()
-
-
-def remove_token(path: Path, token: str) -> None:
-    """Remove the token file if it still holds `token` (a newer daemon may have replaced it)."""
-    with contextlib.suppress(OSError):
-        if read_token(path) == token:
-            path.unlink()
-
-
-def login_url(url: str, token: str) -> str:
-    return f"{url}?{urlencode({TOKEN_PARAM: token})}"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -37,6 +37,7 @@ log = structlog.get_logger()
 
 Dispatch = Callable[[Request], Awaitable[Any]]
 StatusFn = Callable[[], Mapping[str, Any]]
+StacksFn = Callable[[], Sequence[str]]
 
 # Loopback only: the dashboard is for the person at this machine.
 HOST = "127.0.0.1"
@@ -86,6 +87,7 @@ class DashboardServer:
         dispatch: the control command function (`control.commands.dispatcher(daemon)`).
         status: returns the status object.
         events: the daemon's event broadcaster (`LogStreams.events`).
+        stacks: the config's stack names (the page's switch menu; the status names only one).
         token: the login token (`auth.new_token()`).
         ports: published-port lookup for the services table (a seam for tests).
     """
@@ -97,6 +99,7 @@ class DashboardServer:
         status: StatusFn,
         events: Broadcaster[dict[str, Any]],
         token: str,
+        stacks: StacksFn = tuple,
         port: int = 0,
         ports: PortLookup | None = None,
         status_interval: float = STATUS_INTERVAL,
@@ -105,6 +108,7 @@ class DashboardServer:
         self._status = status
         self._events = events
         self._token = token
+        self._stacks = stacks
         self._port = port
         self._ports = ports or PortLookup()
         self._status_interval = status_interval
@@ -267,12 +271,17 @@ class DashboardServer:
         last_status: str | None = None
         last_history = -1
         last_ports: dict[str, Any] | None = None
+        last_meta: dict[str, Any] | None = None
         idle = 0.0
         try:
             while not self._closing.is_set():
                 if request.transport is None or request.transport.is_closing():
                     return
                 wakeup.clear()
+                meta = {"stacks": list(self._stacks())}
+                if meta != last_meta:
+                    await stream.send("meta", meta)
+                    last_meta = meta
                 status = dict(self._status())
                 key = _steady_key(status)
                 if key != last_status:

@@ -67,6 +67,10 @@ class DaemonStatus(TypedDict):
     log_file: str
 
 
+class DashboardStatus(TypedDict):
+    url: str
+
+
 class Status(TypedDict):
     project: str
     stack: str
@@ -76,4 +80,5 @@ class Status(TypedDict):
     watcher: WatcherStatus
     docker: DockerStatus
     config_error: str | None
+    dashboard: DashboardStatus | None
     daemon: DaemonStatus

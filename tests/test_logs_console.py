@@ -29,6 +29,11 @@ def _records(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def _tail(log_file: Path) -> str:
+    """The log file's last records, for a failure message."""
+    return "\n" + "\n".join(log_file.read_text().splitlines()[-15:])
+
+
 def test_a_console_whose_reader_exits_is_dropped_and_the_file_goes_on(tmp_path: Path) -> None:
     """Logging into `head -c 300` goes on without an error after head exits; every record is in
     the file, with one log.console_dropped."""
@@ -96,12 +101,12 @@ def test_daemon_piped_into_head_keeps_supervising(
         head.stdin.close()  # only the daemon holds the pipe's write end now
     running = daemon.wait_platform("running")
     head.wait(timeout=30)  # the daemon's start-up alone writes more than that
-    assert daemon.cli("rebuild").returncode == 0
+    log_file = Path(running["daemon"]["log_file"])
+    assert daemon.cli("rebuild").returncode == 0, _tail(log_file)
+    daemon.wait_platform("running")
     fake_project.set_source("v2")
-    wait_until(lambda: fake_project.version() == "v2", what="reload after a save")
-    status = daemon.status()
-    assert status["platform"]["state"] == "running"
-    log_file = Path(status["daemon"]["log_file"])
+    wait_until(lambda: fake_project.version() == "v2", what=f"reload after a save{_tail(log_file)}")
+    status = daemon.wait_platform("running")
     events = [r["event"] for r in _records(log_file)]
     assert events.count("log.console_dropped") == 1
     assert "build.succeeded" in events[events.index("log.console_dropped") :]

@@ -16,10 +16,9 @@ from devsupervisor.control.protocol import BAD_ARGS, FAILED, UNKNOWN_COMMAND, Pr
 from devsupervisor.control.server import Dispatch, Reply
 from devsupervisor.errors import OperationFailed, UsageError
 from devsupervisor.logs.streams import follow_stream
-from devsupervisor.states import StackState
 
 if TYPE_CHECKING:
-    from devsupervisor.daemon import Daemon
+    from devsupervisor.control.api import Supervisor
 
 # `logs` without -n: a screenful.
 DEFAULT_LINES = 100
@@ -47,7 +46,7 @@ def _check_args(args: dict[str, Any], allowed: dict[str, type | tuple[type, ...]
 class Command:
     name: str
     args: dict[str, type | tuple[type, ...]]
-    execute: Callable[[Daemon, dict[str, Any]], Awaitable[Reply]]
+    execute: Callable[[Supervisor, dict[str, Any]], Awaitable[Reply]]
     required: tuple[str, ...] = ()
 
     def validate(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -58,34 +57,29 @@ class Command:
         return args
 
 
-async def _status(daemon: Daemon, args: dict[str, Any]) -> Reply:
+async def _status(daemon: Supervisor, args: dict[str, Any]) -> Reply:
     return daemon.status()
 
 
-async def _switch(daemon: Daemon, args: dict[str, Any]) -> Reply:
+async def _switch(daemon: Supervisor, args: dict[str, Any]) -> Reply:
     stack = args["stack"]
-    if stack not in daemon.config.stacks:
-        known = ", ".join(daemon.config.stacks)
+    if stack not in daemon.stack_names():
+        known = ", ".join(daemon.stack_names())
         raise ProtocolError(BAD_ARGS, f"no stack named {stack!r} (stacks: {known})")
-    orchestrator = daemon.orchestrator
-    if stack == orchestrator.stack_name and orchestrator.stack_state == StackState.RUNNING:
+    if daemon.is_current(stack):
         return daemon.status()
     wait = bool(args.get("wait", True))
-    ok = await orchestrator.switch(stack, wait=wait)
+    ok = await daemon.switch(stack, wait=wait)
     if not wait:
         return {"switching": stack}
     if not ok:
-        raise ProtocolError(
-            FAILED,
-            f"stack {stack} did not come up: {orchestrator.summary()}"
-            + (f" ({orchestrator.stack_error})" if orchestrator.stack_error else ""),
-        )
+        raise ProtocolError(FAILED, f"stack {stack} did not come up: {daemon.stack_problem()}")
     return daemon.status()
 
 
-async def _rebuild(daemon: Daemon, args: dict[str, Any]) -> Reply:
-    ok = await daemon.orchestrator.rebuild()
-    result = daemon.orchestrator.platform_status()
+async def _rebuild(daemon: Supervisor, args: dict[str, Any]) -> Reply:
+    ok = await daemon.rebuild()
+    result = daemon.platform_status()
     if not ok:
         build = result["last_build"]
         error = build["error"] if build is not None else None
@@ -93,21 +87,21 @@ async def _rebuild(daemon: Daemon, args: dict[str, Any]) -> Reply:
     return result
 
 
-async def _restart(daemon: Daemon, args: dict[str, Any]) -> Reply:
-    return await daemon.orchestrator.restart(args["name"])
+async def _restart(daemon: Supervisor, args: dict[str, Any]) -> Reply:
+    return await daemon.restart(args["name"])
 
 
-async def _pause(daemon: Daemon, args: dict[str, Any]) -> Reply:
-    daemon.orchestrator.pause()
+async def _pause(daemon: Supervisor, args: dict[str, Any]) -> Reply:
+    daemon.pause()
     return {"paused": True}
 
 
-async def _resume(daemon: Daemon, args: dict[str, Any]) -> Reply:
-    daemon.orchestrator.resume()
+async def _resume(daemon: Supervisor, args: dict[str, Any]) -> Reply:
+    daemon.resume()
     return {"paused": False}
 
 
-async def _logs(daemon: Daemon, args: dict[str, Any]) -> Reply:
+async def _logs(daemon: Supervisor, args: dict[str, Any]) -> Reply:
     lines = args.get("lines")
     lines = DEFAULT_LINES if lines is None else lines
     if not 0 <= lines <= MAX_LINES:
@@ -117,16 +111,16 @@ async def _logs(daemon: Daemon, args: dict[str, Any]) -> Reply:
     )
 
 
-async def _events(daemon: Daemon, args: dict[str, Any]) -> Reply:
+async def _events(daemon: Supervisor, args: dict[str, Any]) -> Reply:
     if args.get("follow"):
         # Like `tail -f`: a few recent events first, so a follower sees where things stand.
-        return follow_stream(daemon.streams.events, backlog=FOLLOW_BACKLOG)
-    return daemon.streams.events.recent()
+        return follow_stream(daemon.events, backlog=FOLLOW_BACKLOG)
+    return daemon.events.recent()
 
 
-async def _stop(daemon: Daemon, args: dict[str, Any]) -> Reply:
-    daemon.request_stop(down=bool(args.get("down", False)))
-    return {"stopping": True, "down": daemon.down_on_exit}
+async def _stop(daemon: Supervisor, args: dict[str, Any]) -> Reply:
+    down = daemon.request_stop(down=bool(args.get("down", False)))
+    return {"stopping": True, "down": down}
 
 
 COMMANDS: dict[str, Command] = {
@@ -145,8 +139,8 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def dispatcher(daemon: Daemon) -> Dispatch:
-    """The server's dispatch function bound to one daemon."""
+def dispatcher(daemon: Supervisor) -> Dispatch:
+    """The dispatch function (socket server and dashboard) bound to one daemon's actions."""
 
     async def dispatch(request: Request) -> Reply:
         command = COMMANDS.get(request.cmd)

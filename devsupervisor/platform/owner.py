@@ -32,6 +32,8 @@ from devsupervisor.status_types import BuildInfo, PlatformStatus, ReloadBreakdow
 
 log = get_logger()
 
+# Changed paths named in a build's trigger (status, events): a checkout can change thousands.
+TRIGGER_SHOWN = 20
 # Intents that end whatever build or readiness wait is running: the result would be thrown away.
 _INTERRUPTING = (i.Stop, i.Enter)
 
@@ -244,6 +246,7 @@ class PlatformOwner:
         """True/False: served or not. None: superseded by newer changes (no answer yet)."""
         before = self.state
         target = self.target
+        trigger = _shown(trigger)
         self._cancel_crash_timer()
         t_build = self._clock()
         self._set(PlatformState.BUILDING)
@@ -473,6 +476,13 @@ class PlatformOwner:
         if state != self.state:
             self.state = transition(PLATFORM_EDGES, self.state, state)
             self._on_state()
+
+
+def _shown(trigger: list[str]) -> list[str]:
+    """The trigger, with at most TRIGGER_SHOWN paths named."""
+    if len(trigger) <= TRIGGER_SHOWN:
+        return trigger
+    return [*trigger[:TRIGGER_SHOWN], f"... {len(trigger) - TRIGGER_SHOWN} more"]
 
 
 def _replaces_itself(running: PlatformTarget | None, target: PlatformTarget) -> bool:

@@ -25,11 +25,12 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
 from devsupervisor import __version__, paths, statefile
+from devsupervisor.actions import Actions
 from devsupervisor.config import load_config
 from devsupervisor.config.model import Config
 from devsupervisor.control.commands import dispatcher
@@ -103,7 +104,14 @@ class Daemon:
             on_build_line=_build_output,
             restart_watcher=self._restart_watcher,
         )
-        dispatch = dispatcher(self)
+        self.actions = Actions(
+            self.orchestrator,
+            self.services,
+            self.streams,
+            status=self.status,
+            request_stop=lambda down: self.request_stop(down=down),
+        )
+        dispatch = dispatcher(self.actions)
         self._server = ControlServer(self.socket_path, dispatch)
         # The page's actions go through the same command function as the socket's.
         self.dashboard = Dashboard(
@@ -210,10 +218,12 @@ class Daemon:
         self._save_state()
         log.info("daemon.stopped")
 
-    def request_stop(self, *, down: bool = False) -> None:
-        """Ask the loop to shut down (from a command or a signal)."""
+    def request_stop(self, *, down: bool = False) -> bool:
+        """Ask the loop to shut down (from a command or a signal); returns whether the stack
+        goes down with it."""
         self.down_on_exit = self.down_on_exit or down
         self.should_exit.set()
+        return self.down_on_exit
 
     # -- signals: handlers record, the loop acts -----------------------------------------------
 
@@ -381,35 +391,6 @@ class Daemon:
                 "log_file": str(self.log_path),
             },
         }
-
-    async def read_logs(self, name: str, lines: int, *, follow: bool) -> Any:
-        """Recent log lines of `platform`, `devsup` or a compose service; with `follow`, an
-        async iterator that goes on with new ones.
-
-        Raises:
-            UsageError: no such log source in the current stack.
-        """
-        orchestrator = self.orchestrator
-        if name == "platform" and orchestrator.platform.target.mode == "container":
-            return await self._service_logs(self.services.platform_service, lines, follow)
-        if name in self.streams.sources:
-            return self.streams.read(name, lines, follow=follow)
-        services = await self.services.services_of(orchestrator.stack_name)
-        if name in services:
-            return await self._service_logs(name, lines, follow)
-        known = ", ".join([*self.streams.sources, *services])
-        raise UsageError(f"no log source {name!r} (sources: {known})")
-
-    async def _service_logs(self, service: str, lines: int, follow: bool) -> Any:
-        compose = self.services.compose_for(self.orchestrator.stack_name)
-        if not follow:
-            return [{"source": service, "line": ln} for ln in await compose.logs(service, lines)]
-
-        async def stream() -> AsyncIterator[dict[str, Any]]:
-            async for line in compose.follow_logs(service, lines):
-                yield {"source": service, "line": line}
-
-        return stream()
 
 
 def _initial_stack(config: Config, requested: str | None, remembered: str | None) -> str:

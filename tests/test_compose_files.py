@@ -114,6 +114,7 @@ def combo_id(combo: Combination) -> str:
     return f"{combo.origin}[{'+'.join(path.name for path in combo.files)}]"
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize("combo", ALL_COMBINATIONS, ids=combo_id)
 def test_combination_resolves_with_local_ports(combo: Combination) -> None:
     """The combination passes `docker compose config` and publishes ports on 127.0.0.1 only."""
@@ -124,6 +125,7 @@ def test_combination_resolves_with_local_ports(combo: Combination) -> None:
             assert port.get("host_ip") == "127.0.0.1", f"{combo.origin}: {name} publishes {port}"
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize("stack_dir", STACK_DIRS, ids=lambda p: p.name)
 def test_layers_and_profiles(stack_dir: Path) -> None:
     """Base has no profiles; fullstack services need the profile; e2e adds only the runner."""
@@ -148,6 +150,7 @@ def test_layers_and_profiles(stack_dir: Path) -> None:
     assert set(resolved(base)["volumes"]) >= {"postgres-data", "redpanda-data"}
 
 
+@pytest.mark.docker
 def test_real_stack_images_are_pinned() -> None:
     """The real stack names every upstream image with an explicit, non-latest tag."""
     combo = Combination(
@@ -161,6 +164,7 @@ def test_real_stack_images_are_pinned() -> None:
         assert tag and tag != "latest", f"{name}: {image} is not pinned"
 
 
+@pytest.mark.docker
 def test_demo_stack_never_pulls() -> None:
     """Every demo image is a local devsup-demo image that compose is told never to pull."""
     combo = Combination(

@@ -6,9 +6,14 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import pytest
+
 from tests.docker_env import run
 from tests.harness import DaemonProcess, wait_until
 from tests.stack_env import DemoStack
+
+# Every test here drives the real Docker engine and compose CLI.
+pytestmark = pytest.mark.docker
 
 
 def _service(d: DaemonProcess, name: str) -> dict:

@@ -23,6 +23,9 @@ from tests.docker_env import DEMO_STACK, STANDIN_IMAGE, demo_images, free_port, 
 from tests.harness import DaemonProcess, FakeProject, http_get, private_env, wait_until
 from tests.private_dockerd import PrivateDockerd
 
+# Every test here drives the real Docker engine and compose CLI.
+pytestmark = pytest.mark.docker
+
 __all__ = ["demo_images"]  # fixture used by name
 
 SERVICES = {"postgres", "redpanda"}

@@ -431,7 +431,7 @@ def test_reconcile_keeps_manual_stops_stopped(h: Harness) -> None:
 
 
 def test_status_shape(h: Harness) -> None:
-    """status() gives PRODUCT.md's service entries: short id, ISO UTC since, reason."""
+    """status() gives the status object's service entries: short id, ISO UTC since, reason."""
     h.advance(1.5)
     h.up()
     entry = h.state()

@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.docker_env import DEMO_STACK
 from tests.harness import DaemonProcess, FakeProject, wait_until, write_atomic
 from tests.stack_env import DemoStack, write_config
@@ -60,6 +62,7 @@ def test_invalid_config_edit_is_reported_and_ignored(
     wait_until(lambda: fake_project.version() == "v2", what="v2 served")
 
 
+@pytest.mark.docker
 def test_compose_edit_recreates_only_the_changed_service(
     demo_stack: DemoStack, tmp_path: Path
 ) -> None:

@@ -26,6 +26,9 @@ from tests.docker_env import (
     unique_project,
 )
 
+# Every test here drives the real Docker engine and compose CLI.
+pytestmark = pytest.mark.docker
+
 STACK_VAR = f"STACK_DIR={DEMO_STACK.relative_to(REPO_ROOT)}"
 # Builds, `up --wait` and teardown of the whole demo stack on a busy 2-core machine.
 MAKE_TIMEOUT = 180.0

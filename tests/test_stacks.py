@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.harness import DaemonProcess, wait_until
 from tests.stack_env import DemoStack
+
+# Every test here drives the real Docker engine and compose CLI.
+pytestmark = pytest.mark.docker
 
 BASE = {"redpanda", "postgres"}
 FULLSTACK_ONLY = {"traefik", "emqx", "ai-inference"}

@@ -92,9 +92,6 @@ class DockerWatch:
         if client is not None:
             client.close()
 
-    def status(self) -> dict[str, Any]:
-        return {"available": self.available, "error": self.error}
-
     def _docker(self) -> docker.DockerClient:
         """The loop side's client (called in workers only: making one may ask the engine)."""
         with self._client_lock:

@@ -215,7 +215,8 @@ class ServiceSupervisor:
         return svc.container if svc is not None else None
 
     def status(self) -> list[dict[str, Any]]:
-        """The `services` entries of the status object (PRODUCT.md), in stack order."""
+        """The `services` entries of the status object (`status_types.ServiceStatus`), in stack
+        order."""
         return [
             {
                 "name": svc.name,

@@ -10,16 +10,21 @@ import asyncio
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
-from watchdog.observers.api import BaseObserver
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers.api import BaseObserver, ObservedWatch
+from watchdog.observers.inotify import InotifyEmitter
 from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, WatchDescriptor
 
+from devsupervisor.watch.content_hash import hash_file
 from devsupervisor.watch.ignore import PathFilter, is_editor_temp
-from devsupervisor.watch.watcher import OverflowAwareObserver, SourceWatcher
+from devsupervisor.watch.scan import RACY_WINDOW_NS
+from devsupervisor.watch.watcher import OverflowAwareObserver, SourceWatcher, file_clock_ns
 
 GO_INCLUDE = ("**/*.go", "go.mod", "go.sum")
 QUEUE_LIMIT = Path("/proc/sys/fs/inotify/max_queued_events")
@@ -64,10 +69,14 @@ class Harness:
     def watch(
         self,
         roots: Sequence[Path] | None = None,
+        *,
         include: Sequence[str] = GO_INCLUDE,
         ignore: Sequence[str] = (),
         extra_ignored: Sequence[Path] = (),
         observer_factory: Callable[[], BaseObserver] = OverflowAwareObserver,
+        index_path: Path | None = None,
+        wait_indexed: bool = True,
+        hasher: Callable[[str], bytes | None] = hash_file,
     ) -> SourceWatcher:
         watcher = SourceWatcher(
             roots or [self.root],
@@ -77,10 +86,34 @@ class Harness:
             loop=self.loop,
             extra_ignored=extra_ignored,
             observer_factory=observer_factory,
+            index_path=index_path,
+            hasher=hasher,
         )
         self.watchers.append(watcher)
+        self._wait_file_clock()
         watcher.start()
+        # Most tests state what happens once the index stands; the lazy-index tests say otherwise.
+        if wait_indexed:
+            assert watcher.wait_indexed(DEADLINE)
         return watcher
+
+    def _wait_file_clock(self) -> None:
+        """Until the file clock is past the files written so far: the watcher counts a change
+        in the clock tick of its start as made after it (the lazy-index tests say why)."""
+        latest = max((p.stat().st_ctime_ns for p in self.root.rglob("*")), default=0)
+        deadline = time.monotonic() + DEADLINE
+        while file_clock_ns() <= latest and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    def wait_file_clock_past(self, path: Path, margin_ns: int) -> None:
+        """Until the file clock is `margin_ns` past `path`'s last change."""
+        latest = path.stat().st_ctime_ns + margin_ns
+        deadline = time.monotonic() + DEADLINE
+        while file_clock_ns() <= latest and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def fingerprint(self, watcher: SourceWatcher) -> str:
+        return self.loop.run_until_complete(watcher.fingerprint())
 
     @property
     def reported(self) -> set[Path]:
@@ -359,27 +392,27 @@ def test_rescan_returns_changes_no_event_announced(h: Harness, tmp_path: Path) -
     link = tmp_path / "outside-link"
     os.link(main, link)
     watcher = h.watch()
-    before = watcher.fingerprint()
+    before = h.fingerprint(watcher)
     link.write_text("package main // v2")
     h.settle()
     assert main not in h.reported  # inotify on the directory never saw it
     assert watcher.rescan() == frozenset({main})
     assert watcher.rescan() == frozenset()
-    assert watcher.fingerprint() != before
+    assert h.fingerprint(watcher) != before
 
 
 def test_fingerprint_follows_content_not_timestamps(h: Harness) -> None:
     """The fingerprint is stable across touches and returns with the same content."""
     main = write(h.root / "main.go", "package main // v1")
     watcher = h.watch()
-    v1 = watcher.fingerprint()
+    v1 = h.fingerprint(watcher)
     main.write_text("package main // v2")
     h.wait_reported(main)
-    assert watcher.fingerprint() != v1
+    assert h.fingerprint(watcher) != v1
     main.write_text("package main // v1")
     h.wait_for(lambda: h.times_reported(main) == 2, "the second change")
     os.utime(main, (1, 1))
-    assert watcher.fingerprint() == v1
+    assert h.fingerprint(watcher) == v1
 
 
 def test_simulated_queue_overflow_triggers_a_rescan(h: Harness, tmp_path: Path) -> None:
@@ -424,15 +457,16 @@ def test_real_queue_overflow_loses_no_change(h: Harness) -> None:
     assert any(entry["event"] == "watch.overflow" for entry in logs)
 
 
-def test_started_log_names_roots_and_file_count(h: Harness) -> None:
-    """watch.started carries the roots and how many files are watched."""
+def test_started_and_indexed_logs_name_roots_and_file_count(h: Harness) -> None:
+    """watch.started carries the roots, watch.indexed how many files are watched."""
     write(h.root / "main.go", "package main")
     write(h.root / "README.md", "not a source")
     with capture_logs() as logs:
         h.watch()
     started = [e for e in logs if e["event"] == "watch.started"]
-    assert started[0]["files"] == 1
     assert started[0]["roots"] == [str(h.root.resolve())]
+    indexed = [e for e in logs if e["event"] == "watch.indexed"]
+    assert indexed[0]["files"] == 1
 
 
 def test_git_style_unlink_and_recreate_with_same_bytes_reports_nothing(h: Harness) -> None:
@@ -474,3 +508,138 @@ def test_deleting_a_gitignore_unhides_its_files(h: Harness) -> None:
     assert watcher.watched_count == 0
     (h.root / ".gitignore").unlink()
     h.wait_reported(gen)
+
+
+# The lazy index: start before indexing, persisted between runs.
+
+
+class BlindObserver(BaseObserver):
+    """Schedules nothing: a watcher on it gets no event, as if every one were still in flight."""
+
+    def __init__(self) -> None:
+        super().__init__(InotifyEmitter)
+
+    def schedule(
+        self,
+        event_handler: FileSystemEventHandler,
+        path: str | Path,
+        *,
+        recursive: bool = False,
+        event_filter: list[type[FileSystemEvent]] | None = None,
+        follow_symlink: bool = False,
+    ) -> ObservedWatch:
+        return ObservedWatch(path, recursive=recursive, event_filter=event_filter)
+
+
+class GatedHasher:
+    """hash_file, but the indexer thread waits at its first file until `release()`."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self._open = threading.Event()
+
+    def __call__(self, path: str) -> bytes | None:
+        if threading.current_thread().name == "devsup-index":
+            self.reached.set()
+            assert self._open.wait(DEADLINE)
+        return hash_file(path)
+
+    def release(self) -> None:
+        self._open.set()
+
+
+def index_events(logs: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [entry for entry in logs if entry["event"] == "watch.indexed"]
+
+
+def test_start_returns_before_the_index_and_fingerprint_waits_for_it(h: Harness) -> None:
+    """start() does not hash; `await fingerprint()` waits for the complete index."""
+    files = [write(h.root / f"p{i}" / "f.go", f"package p // {i}") for i in range(20)]
+    gate = GatedHasher()
+    watcher = h.watch(hasher=gate, wait_indexed=False)
+    assert gate.reached.wait(DEADLINE)
+    assert not watcher.indexed
+    pending = h.loop.create_task(watcher.fingerprint())
+    h.loop.run_until_complete(asyncio.sleep(0))  # the task runs up to its wait
+    assert not pending.done()
+    gate.release()
+    fingerprint = h.loop.run_until_complete(pending)
+    assert watcher.indexed and watcher.watched_count == len(files)
+    unwatched = h.watch([h.root])
+    assert h.fingerprint(unwatched) == fingerprint
+
+
+def test_change_during_indexing_is_reported(h: Harness) -> None:
+    """A file changed while the index is built is reported, though its old content was never
+    read: the indexer had not reached it."""
+    write(h.root / "a" / "first.go", "package a")
+    later = write(h.root / "z" / "later.go", "package z // v1")
+    gate = GatedHasher()
+    h.watch(hasher=gate, wait_indexed=False)
+    assert gate.reached.wait(DEADLINE)
+    later.write_text("package z // v2")
+    h.wait_reported(later)
+    gate.release()
+
+
+def test_change_during_indexing_is_reported_without_its_event(h: Harness) -> None:
+    """With no event at all (still in flight when the indexer read the new bytes), the indexer
+    itself reports a file changed after the start."""
+    write(h.root / "a" / "first.go", "package a")
+    later = write(h.root / "z" / "later.go", "package z // v1")
+    gate = GatedHasher()
+    watcher = h.watch(hasher=gate, wait_indexed=False, observer_factory=BlindObserver)
+    assert gate.reached.wait(DEADLINE)
+    later.write_text("package z // v2")
+    gate.release()
+    h.wait_reported(later)
+    assert watcher.wait_indexed(DEADLINE)
+    assert h.reported == {later}
+
+
+def test_persisted_index_is_reused_when_valid(h: Harness, tmp_path: Path) -> None:
+    """A restart reads no file whose stat signature is unchanged, and a same-content save after
+    it reports nothing: the persisted hashes are the truth."""
+    index = tmp_path / "state" / "src.index"
+    files = [write(h.root / f"p{i % 3}" / f"f{i}.go", f"package p // {i}") for i in range(12)]
+    # Entries hashed within RACY_WINDOW_NS of a write are never trusted (see scan.py).
+    h.wait_file_clock_past(files[-1], RACY_WINDOW_NS)
+    first = h.watch(index_path=index)
+    fingerprint = h.fingerprint(first)
+    first.stop()
+    assert index.exists()
+    with capture_logs() as logs:
+        second = h.watch(index_path=index)
+    assert index_events(logs)[0]["hashed"] == 0
+    assert index_events(logs)[0]["reused"] == len(files)
+    assert h.fingerprint(second) == fingerprint
+    files[0].write_text(files[0].read_text())
+    h.settle()
+    assert files[0] not in h.reported
+
+
+def test_persisted_index_is_not_trusted_when_stale(h: Harness, tmp_path: Path) -> None:
+    """Files changed or touched while no watcher ran are read again; only the content change
+    moves the fingerprint. A damaged index file counts as none."""
+    index = tmp_path / "src.index"
+    changed = write(h.root / "changed.go", "package main // v1")
+    touched = write(h.root / "touched.go", "package main")
+    kept = write(h.root / "kept.go", "package main // kept")
+    h.wait_file_clock_past(kept, RACY_WINDOW_NS)
+    first = h.watch(index_path=index)
+    before = h.fingerprint(first)
+    first.stop()
+    changed.write_text("package main // v2")
+    os.utime(touched, (1, 1))
+    with capture_logs() as logs:
+        second = h.watch(index_path=index)
+    assert index_events(logs)[0]["hashed"] == 2
+    after = h.fingerprint(second)
+    second.stop()
+    assert after != before
+    changed.write_text("package main // v1")
+    index.write_bytes(b"not an index")
+    with capture_logs() as logs:
+        third = h.watch(index_path=index)
+    assert index_events(logs)[0]["hashed"] == 3
+    assert h.fingerprint(third) == before

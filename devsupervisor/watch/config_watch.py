@@ -1,6 +1,8 @@
 """Watches what defines the stack besides the sources: the devsup config file, the compose files
 and compose's `.env`. Uses the same content-hashing watcher as the sources, so a save that
-changes nothing triggers nothing; one recursive watch per directory.
+changes nothing triggers nothing; one watch per directory, not recursive: the config usually
+sits at the top of the source tree, and watching that whole tree twice would double the inotify
+watches and the start-up walk.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class ConfigWatch:
                 [],
                 on_change=on_change,
                 loop=loop,
+                recursive=False,
             )
             for directory, names in watched_files(config).items()
         ]

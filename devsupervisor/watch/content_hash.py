@@ -1,7 +1,7 @@
-"""Content hashes of source files, and one fingerprint over a whole snapshot of them.
+"""Content hashes of source files.
 
 `watch.SourceWatcher` compares these hashes to tell a real change from a touch or a rewrite with
-the same bytes; the fingerprint says whether two snapshots hold the same sources.
+the same bytes (`content_index` keeps them, with the fingerprint over all of them).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Mapping
 from pathlib import Path
 
 # Read size for hashing; source files are small, this bounds memory for the odd large one.
@@ -18,7 +17,7 @@ HASH_CHUNK = 1 << 16
 DIGEST_SIZE = 16
 
 
-def hash_file(path: Path) -> bytes | None:
+def hash_file(path: str | Path) -> bytes | None:
     """Content hash of a regular file, or None when it is missing, unreadable or not a file."""
     try:
         # O_NONBLOCK so a FIFO that appears under a watched name cannot block the watcher.
@@ -36,11 +35,3 @@ def hash_file(path: Path) -> bytes | None:
         return None
     finally:
         os.close(fd)
-
-
-def fingerprint(snapshot: Mapping[Path, bytes]) -> str:
-    """A hash over all paths of `snapshot` and their content hashes: equal means same sources."""
-    digest = hashlib.blake2b(digest_size=DIGEST_SIZE)
-    for path in sorted(snapshot):
-        digest.update(os.fsencode(path) + b"\0" + snapshot[path])
-    return digest.hexdigest()

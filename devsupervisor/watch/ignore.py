@@ -7,16 +7,21 @@ All globs have gitignore semantics via `pathspec`, relative to the watched root.
 
 Like git, a file inside an excluded directory is excluded whatever negations follow, which is
 also what lets the watcher skip whole ignored directories when it walks the tree.
+
+`.gitignore` files are read when a path below their directory is first asked about (the walk
+goes top-down, so a directory's rules are in before its children are judged): building a filter
+costs nothing, and no separate walk of the tree is needed to find them.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pathspec import GitIgnoreSpec
+from pathspec.pattern import RegexPattern
 
 from devsupervisor.logs.pipeline import get_logger
 
@@ -55,6 +60,39 @@ def is_editor_temp(name: str) -> bool:
     return False
 
 
+def _any_matcher(spec: GitIgnoreSpec) -> re.Pattern[str] | None:
+    """One regex for a spec with no negations (then any match includes), else None.
+
+    pathspec tries its patterns one by one; the include globs are asked about every file of
+    the tree, and one alternation of their regexes is several times faster.
+    """
+    parts: list[str] = []
+    for pattern in spec.patterns:
+        if pattern.include is None:
+            continue  # blank line or comment
+        if pattern.include is False or not isinstance(pattern, RegexPattern):
+            return None
+        regex = pattern.regex
+        if regex is None:
+            continue
+        # Each pattern names its directory-marker group the same way; the alternation can't.
+        parts.append(re.sub(r"\(\?P<[a-z_]+>", "(?:", regex.pattern))
+    return re.compile("|".join(f"(?:{p})" for p in parts)) if parts else re.compile(r"(?!)")
+
+
+class _Globs:
+    """A gitignore-style spec, with the one-regex fast path when it has no negations."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        self._spec = GitIgnoreSpec.from_lines(lines)
+        self._any = _any_matcher(self._spec)
+
+    def match(self, rel: str) -> bool:
+        if self._any is not None:
+            return self._any.match(rel) is not None
+        return self._spec.match_file(rel)
+
+
 class PathFilter:
     """Decides whether a path below `root` is a watched build input.
 
@@ -63,8 +101,9 @@ class PathFilter:
         include: gitignore-style globs a file must match (`**/*.go`, `go.mod`).
         ignore: gitignore-style globs that exclude files (and whole directories).
         extra_ignored: exact paths never watched; a directory excludes everything below it.
+        recursive: False watches only the files directly in `root`.
 
-    The `.gitignore` files are read once, here; build a new filter when one of them changes.
+    Each `.gitignore` is read once, when first needed; build a new filter when one changes.
     """
 
     def __init__(
@@ -73,68 +112,95 @@ class PathFilter:
         include: Sequence[str],
         ignore: Sequence[str],
         extra_ignored: Sequence[Path] = (),
+        *,
+        recursive: bool = True,
     ) -> None:
         self.root = root.resolve()
         self._root_str = str(self.root)
-        self._include = GitIgnoreSpec.from_lines(include)
-        self._ignore = GitIgnoreSpec.from_lines(ignore)
+        self._prefix = self._root_str.rstrip(os.sep) + os.sep
+        self._include = _Globs(include)
+        self._ignore = _Globs(ignore)
         self._extra = tuple(str(p.resolve()) for p in extra_ignored)
-        # Directory (relative parts) -> the spec of the .gitignore in it.
-        self._gitignores: dict[tuple[str, ...], GitIgnoreSpec] = {}
+        self._recursive = recursive
+        # Directory (relative parts) -> the spec of the .gitignore in it, None when it has none.
+        self._gitignores: dict[tuple[str, ...], GitIgnoreSpec | None] = {}
         # Relative directory parts -> excluded?; directories are asked about once per file.
         self._dir_cache: dict[tuple[str, ...], bool] = {}
-        self._load_gitignores()
 
-    def is_watched(self, path: Path) -> bool:
+    def is_watched(self, path: Path | str) -> bool:
         """True when `path` (absolute) is a file below the root that should trigger builds."""
         parts = self._relative_parts(path)
         if not parts or self._is_extra(path):
             return False
+        if not self._recursive and len(parts) > 1:
+            return False
         if any(self._is_dir_excluded(parts[:depth]) for depth in range(1, len(parts))):
             return False
-        name = parts[-1]
-        if is_editor_temp(name):
-            return False
-        rel = "/".join(parts)
-        if not self._include.match_file(rel) or self._ignore.match_file(rel):
-            return False
-        return not self._gitignored(parts, is_dir=False)
+        return self._is_watched_name(parts)
 
-    def is_ignored_dir(self, path: Path) -> bool:
+    def is_ignored_dir(self, path: Path | str) -> bool:
         """True when nothing below directory `path` can be watched (the walk may skip it)."""
         parts = self._relative_parts(path)
         if parts is None:
             return True
         if not parts:
             return False
-        if self._is_extra(path):
+        if not self._recursive or self._is_extra(path):
             return True
         return any(self._is_dir_excluded(parts[:depth]) for depth in range(1, len(parts) + 1))
 
+    def walk_dirs(self, top: Path | str | None = None) -> Iterator[tuple[str, list[str]]]:
+        """(directory, names of its watched files) for `top` (default: the root) and every
+        directory below it that is not excluded, parents before children."""
+        top_str = os.path.normpath(top) if top is not None else self._root_str
+        if self.is_ignored_dir(top_str):
+            return
+        for dirpath, dirnames, filenames in os.walk(top_str):
+            parts = self._relative_parts(dirpath) or ()
+            if self._recursive:
+                dirnames[:] = [
+                    d
+                    for d in dirnames
+                    if not self._is_extra(f"{dirpath}{os.sep}{d}")
+                    and not self._is_dir_excluded((*parts, d))
+                ]
+            else:
+                dirnames.clear()
+            names = [
+                name
+                for name in filenames
+                if self._is_watched_name((*parts, name))
+                and not (self._extra and self._is_extra(f"{dirpath}{os.sep}{name}"))
+            ]
+            yield dirpath, names
+
     def walk(self, top: Path | None = None) -> list[Path]:
         """Every watched file below `top` (default: the root), skipping excluded directories."""
-        if top is not None and self.is_ignored_dir(top):
-            return []
-        found: list[Path] = []
-        for dirpath, dirnames, filenames in os.walk(top or self._root_str):
-            here = Path(dirpath)
-            dirnames[:] = [d for d in dirnames if not self.is_ignored_dir(here / d)]
-            found.extend(here / f for f in filenames if self.is_watched(here / f))
-        return found
+        return [Path(d, name) for d, names in self.walk_dirs(top) for name in names]
 
     # Internals.
 
-    def _relative_parts(self, path: Path) -> tuple[str, ...] | None:
+    def _is_watched_name(self, parts: tuple[str, ...]) -> bool:
+        """The file rules, for a file whose directories are known not to be excluded."""
+        if is_editor_temp(parts[-1]):
+            return False
+        rel = "/".join(parts)
+        if not self._include.match(rel) or self._ignore.match(rel):
+            return False
+        return not self._gitignored(parts, is_dir=False)
+
+    def _relative_parts(self, path: Path | str) -> tuple[str, ...] | None:
         """Parts of `path` below the root; () for the root itself, None outside it."""
         text = os.path.normpath(path)
         if text == self._root_str:
             return ()
-        prefix = self._root_str.rstrip(os.sep) + os.sep
-        if not text.startswith(prefix):
+        if not text.startswith(self._prefix):
             return None
-        return tuple(text[len(prefix) :].split(os.sep))
+        return tuple(text[len(self._prefix) :].split(os.sep))
 
-    def _is_extra(self, path: Path) -> bool:
+    def _is_extra(self, path: Path | str) -> bool:
+        if not self._extra:
+            return False
         text = os.path.normpath(path)
         return any(text == extra or text.startswith(extra + os.sep) for extra in self._extra)
 
@@ -143,7 +209,7 @@ class PathFilter:
         if cached is None:
             cached = (
                 parts[-1] == ".git"
-                or self._ignore.match_file("/".join(parts) + "/")
+                or self._ignore.match("/".join(parts) + "/")
                 or self._gitignored(parts, is_dir=True)
             )
             self._dir_cache[parts] = cached
@@ -154,7 +220,7 @@ class PathFilter:
         deeper file's decision (including a `!` negation) overrides a shallower one."""
         decision: bool | None = None
         for depth in range(len(parts)):
-            spec = self._gitignores.get(parts[:depth])
+            spec = self._gitignore_in(parts[:depth])
             if spec is None:
                 continue
             rel = "/".join(parts[depth:]) + ("/" if is_dir else "")
@@ -163,18 +229,18 @@ class PathFilter:
                 decision = include
         return decision is True
 
-    def _load_gitignores(self) -> None:
-        for dirpath, dirnames, filenames in os.walk(self._root_str):
-            here = Path(dirpath)
-            parts = self._relative_parts(here) or ()
-            if GITIGNORE in filenames:
-                try:
-                    lines = (here / GITIGNORE).read_text(encoding="utf-8", errors="replace")
-                except OSError as exc:
-                    log.warning(
-                        "watch.gitignore_unreadable", path=str(here / GITIGNORE), error=str(exc)
-                    )
-                else:
-                    self._gitignores[parts] = GitIgnoreSpec.from_lines(lines.splitlines())
-            # Git reads no .gitignore inside an excluded directory, and neither do we.
-            dirnames[:] = [d for d in dirnames if not self.is_ignored_dir(here / d)]
+    def _gitignore_in(self, parts: tuple[str, ...]) -> GitIgnoreSpec | None:
+        """The rules of the `.gitignore` in directory `parts`, read on first use."""
+        if parts in self._gitignores:
+            return self._gitignores[parts]
+        path = os.path.join(self._root_str, *parts, GITIGNORE)
+        spec: GitIgnoreSpec | None = None
+        try:
+            with open(path, encoding="utf-8", errors="replace") as source:
+                spec = GitIgnoreSpec.from_lines(source.read().splitlines())
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError as exc:
+            log.warning("watch.gitignore_unreadable", path=path, error=str(exc))
+        self._gitignores[parts] = spec
+        return spec

@@ -1,9 +1,19 @@
 """Change detection: which watched source files really changed content.
 
-`SourceWatcher` keeps a content hash of every watched file (see `ignore.PathFilter`). The watchdog
-observer thread re-hashes the files an event names and reports only paths whose bytes differ from
-the snapshot (appeared and disappeared files included), so a touch, a same-content rewrite or a
-checkout that restores the same bytes reports nothing.
+`SourceWatcher` keeps a content index of the watched files (see `ignore.PathFilter` for which
+files, `content_index` for the entries). The watchdog observer thread re-hashes the files an
+event names and reports only paths whose bytes differ from the index (appeared and disappeared
+files included), so a touch, a same-content rewrite or a checkout that restores the same bytes
+reports nothing.
+
+Start before indexing: `start()` returns once the inotify watches are in place; the index is
+built by a thread meanwhile, so the first build need not wait for it. The index is persisted
+(`index_path`) and an entry whose stat signature is unchanged is reused without a read, so a
+restart hashes only what changed while the daemon was away. `await fingerprint()` waits for the
+index. No change made while the index is built is lost: an event for a file the indexer has not
+reached yet counts as a change (its old content is unknown), and the indexer itself reports a
+file whose change time is after the watcher started (a change the build may not have seen, whose
+event may have arrived before the indexer read the file).
 
 A file is hashed when it is complete: when its writer closes it, or when it is renamed into place
 (an atomic rename save reports the file once, with its final content). A file that is created,
@@ -11,16 +21,15 @@ deleted or renamed away may be in the middle of a rewrite (git checkout unlinks 
 some editors rename the old copy away first), so it waits for its close event, or at most
 SETTLE_GRACE, before it is looked at.
 
-Threads: the observer thread handles events; a timer thread settles deferred paths; `rescan()`
-may run in any thread (the daemon calls it through `asyncio.to_thread`). One lock serialises
-hashing and snapshot updates, so a snapshot entry is always the hash of the latest read. Changes
-reach the event loop only through `loop.call_soon_threadsafe`; paths reported while the loop is
-busy are merged into one batch.
+Threads: the observer thread handles events; the indexer thread builds the first index; a timer
+thread settles deferred paths; `rescan()` may run in any thread. One lock guards the index and
+the filters; the indexer takes it per directory, never while it reads files. Changes reach the
+event loop only through `loop.call_soon_threadsafe`; paths reported while the loop is busy are
+merged into one batch.
 
 Budget: one observer (`inotify_observer.OverflowAwareObserver`), so one inotify instance, and one
 recursive watch per root. When the kernel's event queue overflows, the observer queues a
-`QueueOverflowEvent` and the watcher answers with a full rescan, so no change is lost. Hashing
-itself is in `content_hash`.
+`QueueOverflowEvent` and the watcher answers with a full rescan, so no change is lost.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from watchdog.events import (
@@ -46,8 +55,9 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 
 from devsupervisor.logs.pipeline import get_logger
-from devsupervisor.watch import content_hash
+from devsupervisor.watch import scan
 from devsupervisor.watch.content_hash import hash_file
+from devsupervisor.watch.content_index import ContentIndex, digest_of
 from devsupervisor.watch.ignore import GITIGNORE, PathFilter
 from devsupervisor.watch.inotify_observer import OverflowAwareObserver, QueueOverflowEvent
 
@@ -75,6 +85,20 @@ WATCHED_EVENTS: list[type[FileSystemEvent]] = [
 # git checkout unlinks and recreates within microseconds, editors' rename dances within
 # milliseconds; only deletions and files that appear without a close wait this long.
 SETTLE_GRACE = 0.05
+# Linux's CLOCK_REALTIME_COARSE (not named in `time`): the clock file timestamps are taken from
+# (or a finer one, never earlier). A change made after a reading of it has a ctime >= that
+# reading; a change up to one tick (1-10 ms) before it may too, and counts as a change.
+CLOCK_REALTIME_COARSE = 5
+# Stands for "content unknown" while the index is built: equal to no digest.
+UNKNOWN = b"?"
+
+
+def file_clock_ns() -> int:
+    """Now, on the clock file timestamps are taken from."""
+    try:
+        return time.clock_gettime_ns(CLOCK_REALTIME_COARSE)
+    except OSError:
+        return time.time_ns()
 
 
 class _Handler(FileSystemEventHandler):
@@ -89,12 +113,15 @@ class SourceWatcher:
     """Reports content changes of the watched files below `roots` to the event loop.
 
     Args:
-        roots: directories to watch recursively.
+        roots: directories to watch (recursively unless `recursive` is False).
         include / ignore: gitignore-style globs relative to each root (see `PathFilter`).
         on_change: called on the loop thread with the paths whose content changed.
         loop: the event loop that owns all state.
         extra_ignored: paths the build writes (never reported).
         observer_factory: makes the watchdog observer; a seam for tests.
+        index_path: where the index is kept between runs (None: not kept).
+        recursive: False watches only the files directly in each root.
+        hasher: reads a file's content hash; a seam for tests.
     """
 
     def __init__(
@@ -107,6 +134,9 @@ class SourceWatcher:
         loop: asyncio.AbstractEventLoop,
         extra_ignored: Sequence[Path] = (),
         observer_factory: Callable[[], BaseObserver] = OverflowAwareObserver,
+        index_path: Path | None = None,
+        recursive: bool = True,
+        hasher: scan.Hasher = hash_file,
     ) -> None:
         self._roots = tuple(dict.fromkeys(root.resolve() for root in roots))
         self._include = tuple(include)
@@ -115,17 +145,29 @@ class SourceWatcher:
         self._on_change = on_change
         self._loop = loop
         self._observer_factory = observer_factory
+        self._index_path = index_path
+        self._recursive = recursive
+        self._hasher = hasher
+        # Nested roots: the deepest root's filter has the last word on each file.
+        self._nested = any(a != b and a.is_relative_to(b) for a in self._roots for b in self._roots)
         self._observer: BaseObserver | None = None
-        # Guards _filters and _snapshot; held while hashing so updates follow read order.
+        # Guards _filters, _index, _indexing, _touched and _unsettled.
         self._lock = threading.Lock()
         self._filters: tuple[PathFilter, ...] = ()
-        self._snapshot: dict[Path, bytes] = {}
+        self._index = ContentIndex()
+        # While the first index is built: paths whose entry an event has settled already.
+        self._indexing = False
+        self._touched: set[str] = set()
+        self._indexed = threading.Event()
+        self._stopping = threading.Event()
+        self._indexer: threading.Thread | None = None
+        self._started_ns = 0
         # Paths to look at again once their grace ends (path -> monotonic deadline).
-        self._unsettled: dict[Path, float] = {}
+        self._unsettled: dict[str, float] = {}
         self._settle_timer: threading.Timer | None = None
         # Changes waiting for the loop; at most one flush is scheduled at a time.
         self._pending_lock = threading.Lock()
-        self._pending: set[Path] = set()
+        self._pending: set[str] = set()
         self._flush_scheduled = False
 
     @property
@@ -135,9 +177,14 @@ class SourceWatcher:
 
     @property
     def watched_count(self) -> int:
-        """How many files are in the snapshot."""
+        """How many files are in the index (so far, while it is being built)."""
         with self._lock:
-            return len(self._snapshot)
+            return len(self._index)
+
+    @property
+    def indexed(self) -> bool:
+        """True once the first index is complete."""
+        return self._indexed.is_set()
 
     @property
     def observer(self) -> BaseObserver | None:
@@ -145,23 +192,19 @@ class SourceWatcher:
         return self._observer
 
     def start(self) -> None:
-        """Watch the roots and hash every watched file. Blocks until both are done.
-
-        The watches are in place before the baseline is hashed, so a change made meanwhile is
-        either in the baseline or reported; events wait on the lock until the baseline exists.
-        """
+        """Put the watches in place, then build the index in a thread; returns before that."""
         started = time.monotonic()
         with self._lock:
+            self._filters = self._make_filters()
+            self._indexing = True
             observer = self._observer_factory()
             try:
                 handler = _Handler(self._handle_event)
                 for root in self._roots:
                     observer.schedule(
-                        handler, str(root), recursive=True, event_filter=WATCHED_EVENTS
+                        handler, str(root), recursive=self._recursive, event_filter=WATCHED_EVENTS
                     )
                 observer.start()
-                self._filters = self._make_filters()
-                self._snapshot = self._hash_all()
             except BaseException:
                 # The observer owns threads and an inotify instance even before it starts.
                 observer.stop()
@@ -169,53 +212,155 @@ class SourceWatcher:
                     observer.join()
                 raise
             self._observer = observer
-            count = len(self._snapshot)
+        # A build can only start after this returns: what changed after now, it may not see.
+        self._started_ns = file_clock_ns()
+        self._indexer = threading.Thread(target=self._build_index, name="devsup-index", daemon=True)
+        self._indexer.start()
         log.info(
             "watch.started",
             roots=[str(r) for r in self._roots],
-            files=count,
             duration=round(time.monotonic() - started, 3),
         )
 
+    def wait_indexed(self, timeout: float | None = None) -> bool:
+        """Block (a thread, never the loop) until the first index is complete."""
+        return self._indexed.wait(timeout)
+
     def stop(self) -> None:
-        """Stop the observer thread and wait for it. The snapshot stays for `fingerprint()`."""
+        """Stop the observer and the indexer, and save the index. It stays for `fingerprint()`."""
         observer, self._observer = self._observer, None
         if observer is None:
             return
+        self._stopping.set()
         observer.stop()
         if observer.is_alive():
             observer.join()
+        if self._indexer is not None:
+            self._indexer.join()
         with self._lock:
             timer, self._settle_timer = self._settle_timer, None
+            complete = not self._indexing
         if timer is not None:
             timer.cancel()
+        if complete:
+            self._save_index()
+        self._indexed.set()  # nobody may wait forever on an index that stopped half-way
         log.info("watch.stopped", roots=[str(r) for r in self._roots])
 
     def rescan(self) -> frozenset[Path]:
-        """Re-read the `.gitignore` rules, hash every watched file, update the snapshot and return
-        the paths whose content differs. Thread-safe; it does not call `on_change`."""
+        """Re-read the `.gitignore` rules, walk the roots, update the index and return the paths
+        whose content differs (a file whose stat signature is unchanged is not read again).
+        Thread-safe (never on the loop: it waits for the first index); no `on_change` call."""
+        self._indexed.wait()
         started = time.monotonic()
         with self._lock:
             self._filters = self._make_filters()
-            current = self._hash_all()
+            old, current = self._index, ContentIndex()
+            for path_filter in self._filters:
+                for directory, names in path_filter.walk_dirs():
+                    known = old.directory(directory)
+                    for name in names:
+                        path = f"{directory}{os.sep}{name}"
+                        if self._nested and not self._is_watched(path):
+                            continue
+                        entry, _ = scan.entry_for(path, known.get(name), hasher=self._hasher)
+                        if entry is not None:
+                            current.put(path, entry)
             self._unsettled.clear()  # a rescan settles everything
-            old = self._snapshot
-            changed = frozenset(
-                p for p in old.keys() | current.keys() if old.get(p) != current.get(p)
-            )
-            self._snapshot = current
+            changed = {
+                p for p in (*old.paths(), *current.paths()) if old.digest(p) != current.digest(p)
+            }
+            self._index = current
+            count = len(current)
         log.info(
             "watch.rescanned",
             changed=len(changed),
-            files=len(current),
+            files=count,
             duration=round(time.monotonic() - started, 3),
         )
-        return changed
+        return frozenset(Path(p) for p in changed)
 
-    def fingerprint(self) -> str:
-        """A hash over all watched paths and their content hashes: equal means same sources."""
+    async def fingerprint(self) -> str:
+        """A hash over all watched paths and their content hashes: equal means same sources.
+        Waits for the first index, without blocking the loop."""
+        if not self._indexed.is_set():
+            await asyncio.to_thread(self._indexed.wait)
+        return await asyncio.to_thread(self._fingerprint_now)
+
+    def _fingerprint_now(self) -> str:
         with self._lock:
-            return content_hash.fingerprint(self._snapshot)
+            return self._index.fingerprint()
+
+    # Indexer thread.
+
+    def _build_index(self) -> None:
+        started = time.monotonic()
+        saved = ContentIndex.load(self._index_path) if self._index_path else ContentIndex()
+        since = self._started_ns
+        hashed = 0
+        try:
+            for root_filter in self._filters:
+                walk = root_filter.walk_dirs()
+                while not self._stopping.is_set():
+                    with self._lock:  # the filter's caches are shared with the observer
+                        step = next(walk, None)
+                    if step is None:
+                        break
+                    hashed += self._index_directory(*step, saved, since)
+        except Exception:
+            log.exception("watch.index_failed")
+        with self._lock:
+            stopped = self._stopping.is_set()
+            self._indexing = stopped  # a half-built index stays "being built"
+            self._touched.clear()
+            count = len(self._index)
+        self._indexed.set()
+        if stopped:
+            return
+        log.info(
+            "watch.indexed",
+            files=count,
+            hashed=hashed,
+            reused=count - hashed,
+            duration=round(time.monotonic() - started, 3),
+        )
+        self._save_index()
+
+    def _index_directory(
+        self, directory: str, names: list[str], saved: ContentIndex, since: int
+    ) -> int:
+        """Index the watched files of one directory; returns how many were read."""
+        known = saved.directory(directory)
+        fresh: dict[str, bytes] = {}
+        late: list[str] = []
+        hashed = 0
+        for name in names:
+            path = f"{directory}{os.sep}{name}"
+            entry, changed_ns = scan.entry_for(path, known.get(name), hasher=self._hasher)
+            if entry is None:
+                continue
+            hashed += entry is not known.get(name)
+            fresh[path] = entry
+            if changed_ns >= since:
+                late.append(path)
+        with self._lock:
+            for path, entry in fresh.items():
+                if path in self._touched or (self._nested and not self._is_watched(path)):
+                    continue
+                self._index.put(path, entry)
+            late = [p for p in late if p not in self._touched]
+        self._report(late)
+        return hashed
+
+    def _save_index(self) -> None:
+        if self._index_path is None:
+            return
+        try:
+            with self._lock:
+                self._index.save(self._index_path)
+        except OSError as exc:
+            # A cache: without it the next start hashes everything, nothing worse.
+            log.warning("watch.index_unsaved", path=str(self._index_path), error=str(exc))
 
     # Observer thread.
 
@@ -234,29 +379,32 @@ class SourceWatcher:
             except Exception:
                 log.exception("watch.rescan_failed")
 
-    def _rehash_for(self, event: FileSystemEvent) -> frozenset[Path]:
-        paths = [Path(os.fsdecode(p)) for p in (event.src_path, event.dest_path) if p]
+    def _rehash_for(self, event: FileSystemEvent) -> set[str]:
+        paths = [os.fsdecode(p) for p in (event.src_path, event.dest_path) if p]
         src, dest = paths[0], (paths[1] if len(paths) > 1 else None)
-        if not event.is_directory and any(p.name == GITIGNORE for p in paths):
+        if not event.is_directory and any(os.path.basename(p) == GITIGNORE for p in paths):
             # New rules change what is watched: rescan, but only with the file complete.
             complete = dest or (src if isinstance(event, FileClosedEvent) else None)
-            if complete is not None and complete.name == GITIGNORE:
-                log.info("watch.gitignore_changed", path=str(complete))
-                return self.rescan()
+            if complete is not None and os.path.basename(complete) == GITIGNORE:
+                log.info("watch.gitignore_changed", path=complete)
+                return {str(p) for p in self.rescan()}
             with self._lock:
-                self._defer({p for p in paths if p.name == GITIGNORE})
-            return frozenset()
+                self._defer({p for p in paths if os.path.basename(p) == GITIGNORE})
+            return set()
         with self._lock:
             # Hash now only what is complete now: a file just closed after writing, or renamed
             # into place. What was created, deleted or renamed away may be mid-rewrite (git
             # checkout unlinks and recreates; some editors rename the old file away first), so
             # it waits for its close event or for the settle timer.
-            arrived: set[Path] = set()
-            unsettled: set[Path] = set()
+            arrived: set[str] = set()
+            unsettled: set[str] = set()
+            gone: set[str] = set()
             if isinstance(event, DirCreatedEvent):
                 unsettled.update(self._walk_below(src))
             elif event.is_directory:  # deleted or moved: what we knew below it, where it went
-                unsettled.update(p for p in self._snapshot if p.is_relative_to(src))
+                unsettled.update(self._index.below(src))
+                if self._indexing and self._filter_for(src) is not None:
+                    gone.add(src)  # files below it the indexer had not reached yet
                 if dest is not None:
                     arrived.update(self._walk_below(dest))
             elif isinstance(event, FileCreatedEvent | FileDeletedEvent):
@@ -268,34 +416,40 @@ class SourceWatcher:
                 arrived.add(src)
             arrived = {p for p in arrived if self._is_watched(p)}
             self._defer({p for p in unsettled - arrived if self._is_watched(p)})
-            return self._update(arrived)
+            return self._update(arrived) | gone
 
-    def _update(self, candidates: set[Path], *, final: bool = False) -> frozenset[Path]:
+    def _update(self, candidates: Iterable[str], *, final: bool = False) -> set[str]:
         """Rehash `candidates` (lock held) and return those whose content changed.
 
         A file found missing is not reported yet (unless `final`): git checkout and some
         editors unlink or rename a file away and write it anew a moment later, and the same
         bytes coming back is no change. The settle timer reports it if it stays away.
         """
-        changed: set[Path] = set()
-        missing: set[Path] = set()
+        changed: set[str] = set()
+        missing: set[str] = set()
         for path in candidates:
             self._unsettled.pop(path, None)
-            digest = hash_file(path)
-            if digest == self._snapshot.get(path):
-                continue
-            if digest is None and not final:
+            known = self._index.get(path)
+            before = digest_of(known) if known is not None else None
+            if before is None and self._indexing and path not in self._touched:
+                before = UNKNOWN  # the indexer has not read it yet: any state is news
+            entry, _ = scan.entry_for(path, known, trust=False, hasher=self._hasher)
+            after = digest_of(entry) if entry is not None else None
+            if after is None and before is not None and not final:
                 missing.add(path)
-            elif digest is None:
-                del self._snapshot[path]
-                changed.add(path)
+                continue
+            if self._indexing:
+                self._touched.add(path)
+            if entry is None:
+                self._index.discard(path)
             else:
-                self._snapshot[path] = digest
+                self._index.put(path, entry)  # a touch: same digest, new signature
+            if after != before:
                 changed.add(path)
         self._defer(missing)
-        return frozenset(changed)
+        return changed
 
-    def _defer(self, paths: set[Path]) -> None:
+    def _defer(self, paths: set[str]) -> None:
         """Look at `paths` again after SETTLE_GRACE (lock held)."""
         if not paths:
             return
@@ -319,22 +473,23 @@ class SourceWatcher:
                 self._settle_timer = None
                 now = time.monotonic()
                 due = {p for p, deadline in self._unsettled.items() if deadline <= now}
-                rules_changed = any(p.name == GITIGNORE for p in due)
+                rules_changed = any(os.path.basename(p) == GITIGNORE for p in due)
                 if not rules_changed:
-                    changed = self._update(due, final=True)
+                    changed: Iterable[str] = self._update(due, final=True)
                     self._arm_settle_timer()
             if rules_changed:
-                log.info("watch.gitignore_changed", paths=sorted(str(p) for p in due))
-                changed = self.rescan()
+                log.info("watch.gitignore_changed", paths=sorted(due))
+                changed = {str(p) for p in self.rescan()}
             self._report(changed)
         except Exception:
             log.exception("watch.error", stage="settle")
 
-    def _report(self, changed: frozenset[Path]) -> None:
-        if not changed:
+    def _report(self, changed: Iterable[str | Path]) -> None:
+        batch = {str(p) for p in changed}
+        if not batch:
             return
         with self._pending_lock:
-            self._pending.update(changed)
+            self._pending.update(batch)
             if self._flush_scheduled:
                 return
             self._flush_scheduled = True
@@ -342,13 +497,13 @@ class SourceWatcher:
             self._loop.call_soon_threadsafe(self._flush)
         except RuntimeError:
             # The loop is closed: the daemon is shutting down and nobody is left to tell.
-            log.debug("watch.loop_closed", dropped=len(changed))
+            log.debug("watch.loop_closed", dropped=len(batch))
 
     # Loop thread.
 
     def _flush(self) -> None:
         with self._pending_lock:
-            batch = frozenset(self._pending)
+            batch = frozenset(Path(p) for p in self._pending)
             self._pending.clear()
             self._flush_scheduled = False
         if batch:
@@ -357,31 +512,28 @@ class SourceWatcher:
     # Helpers (lock held).
 
     def _make_filters(self) -> tuple[PathFilter, ...]:
-        return tuple(PathFilter(r, self._include, self._ignore, self._extra) for r in self._roots)
+        return tuple(
+            PathFilter(r, self._include, self._ignore, self._extra, recursive=self._recursive)
+            for r in self._roots
+        )
 
-    def _filter_for(self, path: Path) -> PathFilter | None:
+    def _filter_for(self, path: str) -> PathFilter | None:
         # The deepest root wins when roots nest.
-        owners = [f for f in self._filters if path.is_relative_to(f.root)]
+        owners = [f for f in self._filters if path == str(f.root) or path.startswith(f"{f.root}/")]
         return max(owners, key=lambda f: len(f.root.parts), default=None)
 
-    def _is_watched(self, path: Path) -> bool:
+    def _is_watched(self, path: str) -> bool:
         path_filter = self._filter_for(path)
         return path_filter is not None and path_filter.is_watched(path)
 
-    def _walk_below(self, directory: Path) -> list[Path]:
+    def _walk_below(self, directory: str) -> list[str]:
         path_filter = self._filter_for(directory)
         if path_filter is None:
             return []
         # With nested roots the deepest root's filter has the last word on each file.
-        return [p for p in path_filter.walk(directory) if self._is_watched(p)]
-
-    def _hash_all(self) -> dict[Path, bytes]:
-        snapshot: dict[Path, bytes] = {}
-        for path_filter in self._filters:
-            for path in path_filter.walk():
-                if path in snapshot or not self._is_watched(path):
-                    continue
-                digest = hash_file(path)
-                if digest is not None:
-                    snapshot[path] = digest
-        return snapshot
+        return [
+            path
+            for d, names in path_filter.walk_dirs(directory)
+            for path in (f"{d}{os.sep}{n}" for n in names)
+            if not self._nested or self._is_watched(path)
+        ]

@@ -29,7 +29,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
-from devsupervisor import __version__, paths, statefile
+from devsupervisor import __version__, paths
 from devsupervisor.actions import Actions
 from devsupervisor.config import load_config
 from devsupervisor.config.model import Config
@@ -42,9 +42,10 @@ from devsupervisor.logs.streams import OUTPUT_EVENT, LogStreams
 from devsupervisor.orchestrator import Orchestrator
 from devsupervisor.platform import intents
 from devsupervisor.platform.binary import BinaryTarget, build_outputs
-from devsupervisor.platform.process import ProcessIdentity, stop_tree
+from devsupervisor.platform.records import live_records, stop_leftovers
 from devsupervisor.platform.target import PlatformTarget
 from devsupervisor.stack.services import StackServices
+from devsupervisor.statefile import StateStore
 from devsupervisor.status_types import Status
 from devsupervisor.systemd.notify import Notifier, run_watchdog
 from devsupervisor.watch.config_watch import ConfigWatch
@@ -76,9 +77,9 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env()
         self.should_exit = asyncio.Event()
         self.streams = LogStreams()
-        self.saved = statefile.load(self.state_path)
+        self.state = StateStore(self.state_path)
+        self.saved = self.state.load()
         self.config_error: str | None = None
-        self.state_error: str | None = None
         self.down_on_exit = config.on_exit == "down"
         self._started = time.monotonic()
         self._signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
@@ -326,38 +327,21 @@ class Daemon:
 
     async def _stop_previous_platforms(self) -> None:
         """After a `kill -9` of an earlier daemon, its platform may still run: never two."""
-        pid, created = self.saved.platform_pid, self.saved.platform_create_time
-        if pid is None or created is None:
-            return
-        if ProcessIdentity(pid, created).process() is None:
-            return  # gone, or the pid now belongs to someone else
-        log.warning("platform.orphan_found", pid=pid, action="stopping it before starting ours")
         binary = self.config.platform.binary
-        await stop_tree(
-            pid,
+        await stop_leftovers(
+            self.saved.platforms,
             stop_signal=binary.stop_signal if binary else signal.SIGTERM,
             timeout=binary.stop_timeout if binary else 5.0,
-            name="previous-platform",
         )
-        self.saved.platform_pid = self.saved.platform_create_time = None
+        self.saved.platforms = []
         self._save_state()
 
     def _save_state(self) -> None:
-        """Best effort: a state file that cannot be written is reported, never a reason for
-        supervision to stop."""
+        """Best effort: a state file that cannot be written is reported (status, log), never a
+        reason for supervision to stop."""
         self.saved.stack = self.orchestrator.stack_name
-        target = self.orchestrator.platform.running_target
-        ident = target.identity() if isinstance(target, BinaryTarget) else None
-        self.saved.platform_pid = ident.pid if ident else None
-        self.saved.platform_create_time = ident.create_time if ident else None
-        try:
-            statefile.save(self.state_path, self.saved)
-        except OSError as exc:
-            if self.state_error is None:
-                log.error("state.unwritable", path=str(self.state_path), error=str(exc))
-            self.state_error = f"{self.state_path}: {exc}"
-        else:
-            self.state_error = None
+        self.saved.platforms = live_records(self.orchestrator.platform.live_targets)
+        self.state.save(self.saved)
 
     def _on_change(self) -> None:
         """Stack or platform state moved: remember it, and tell systemd in a short line."""
@@ -382,6 +366,7 @@ class Daemon:
             },
             "docker": orchestrator.docker_status(),
             "config_error": self.config_error,
+            "state_error": self.state.error,
             "dashboard": self.dashboard.status(),
             "daemon": {
                 "pid": os.getpid(),

@@ -55,25 +55,6 @@ class SavedState:
     # port NAME -> the port this instance was given (kept while free, PRODUCT.md "Instances")
     ports: dict[str, int] = field(default_factory=dict)
 
-    # The daemon still tracks one platform; these two map onto `platforms` until it tracks all.
-    @property
-    def platform_pid(self) -> int | None:
-        return self.platforms[0].pid if self.platforms else None
-
-    @platform_pid.setter
-    def platform_pid(self, pid: int | None) -> None:
-        created = self.platforms[0].create_time if self.platforms else 0.0
-        self.platforms = [] if pid is None else [PlatformRecord(pid, created)]
-
-    @property
-    def platform_create_time(self) -> float | None:
-        return self.platforms[0].create_time if self.platforms else None
-
-    @platform_create_time.setter
-    def platform_create_time(self, created: float | None) -> None:
-        if created is not None and self.platforms:
-            self.platforms = [PlatformRecord(self.platforms[0].pid, created), *self.platforms[1:]]
-
     def to_json(self) -> dict[str, Any]:
         return {
             "stack": self.stack,

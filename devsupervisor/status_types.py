@@ -80,5 +80,7 @@ class Status(TypedDict):
     watcher: WatcherStatus
     docker: DockerStatus
     config_error: str | None
+    # Why the state file could not be written (devsup goes on without it), else None.
+    state_error: str | None
     dashboard: DashboardStatus | None
     daemon: DaemonStatus

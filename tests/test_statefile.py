@@ -45,7 +45,6 @@ def test_old_single_platform_keys_are_read(tmp_path: Path) -> None:
     path.write_text(json.dumps({"stack": "s", "platform_pid": 77, "platform_create_time": 12.5}))
     state = statefile.load(path)
     assert state.platforms == [PlatformRecord(77, 12.5)]
-    assert (state.platform_pid, state.platform_create_time) == (77, 12.5)
 
 
 def test_missing_file_is_an_empty_state_without_warning(tmp_path: Path) -> None:
@@ -131,16 +130,6 @@ def test_negative_pid_cannot_reach_psutil(tmp_path: Path) -> None:
     path.write_text('{"platform_pid": -1, "platform_create_time": 1}')
     with capture_logs():
         assert statefile.load(path).platforms == []
-
-
-def test_compat_properties_map_onto_platforms() -> None:
-    """The daemon's one-platform fields read and write the first record of `platforms`."""
-    state = SavedState()
-    state.platform_pid = 9
-    state.platform_create_time = 3.5
-    assert state.platforms == [PlatformRecord(9, 3.5)]
-    state.platform_pid = state.platform_create_time = None
-    assert state.platforms == []
 
 
 # --- writing -----------------------------------------------------------------------------------

@@ -106,6 +106,9 @@ class ContainerTarget:
     def exit_code(self) -> int | None:
         return None
 
+    def identity(self) -> None:
+        return None  # a container is found again through compose, not by pid
+
     def is_running(self) -> bool:
         return self._container is not None
 

@@ -104,8 +104,13 @@ class PlatformOwner:
 
     @property
     def running_target(self) -> PlatformTarget | None:
-        """The target whose process may be alive (for the state file)."""
+        """The target whose process serves (or should)."""
         return self._running
+
+    @property
+    def live_targets(self) -> list[PlatformTarget]:
+        """Every target whose process may be alive: two during an overlap swap (state file)."""
+        return [t for t in (self._retiring, self._running) if t is not None]
 
     @property
     def uptime(self) -> float | None:

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from devsupervisor.config.model import PlatformMode
 from devsupervisor.platform.build import BuildResult
+from devsupervisor.platform.process import ProcessIdentity
 
 LineSink = Callable[[str], None]
 # Called on the loop with the exit code when the platform exits without being asked to.
@@ -49,6 +50,10 @@ class PlatformTarget(Protocol):
         ...
 
     def is_running(self) -> bool: ...
+
+    def identity(self) -> ProcessIdentity | None:
+        """The host process (pid and start time) for the state file; None for a container."""
+        ...
 
     def has_artefact(self) -> bool:
         """Whether a previous build exists that `start` could run without building."""

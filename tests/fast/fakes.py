@@ -154,6 +154,9 @@ class FakeTarget:
     def has_artefact(self) -> bool:
         return True
 
+    def identity(self) -> None:
+        return None
+
     @property
     def pid(self) -> int | None:
         return self._pid if self.is_running() else None

@@ -17,7 +17,7 @@ import aiohttp
 
 from devsupervisor.control import protocol
 from devsupervisor.control.protocol import ProtocolError, Request
-from devsupervisor.dashboard import token_file
+from devsupervisor.dashboard import sse, token_file
 from devsupervisor.dashboard.server import DashboardServer
 from devsupervisor.logs.broadcast import Broadcaster, drop_marker
 
@@ -307,3 +307,11 @@ async def read_event(content: aiohttp.StreamReader) -> tuple[str, Any]:
             event = line[len("event: ") :]
         elif line.startswith("data: "):
             data += line[len("data: ") :]
+
+
+def test_log_lines_lose_terminal_control_sequences() -> None:
+    """Compose's line-clearing escapes and other control characters never reach the page."""
+    item = {"source": "platform", "line": "\x1b[2K\x1b[31mred\x1b[0m\ttab\x07"}
+    assert sse.log_line(item, "platform")["text"] == "red\ttab"
+    record = {"ts": "t", "level": "error", "event": "build.failed", "exit_code": 2}
+    assert sse.log_line(record, "devsup")["text"] == "error   build.failed exit_code=2"

@@ -370,7 +370,9 @@ def _json(data: Any) -> web.Response:
 def _static_file(name: str) -> web.Response:
     content = resources.files("devsupervisor.dashboard").joinpath("static", name).read_bytes()
     suffix = name[name.rfind(".") :]
-    return web.Response(body=content, content_type=_STATIC_TYPES[suffix], charset="utf-8")
+    response = web.Response(body=content, content_type=_STATIC_TYPES[suffix], charset="utf-8")
+    response.enable_compression()  # gzip when the browser takes it: ~24 KB becomes ~8 KB
+    return response
 
 
 async def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -8,10 +8,14 @@ service line); `log_line` turns each into `{source, ts, text}` so the page rende
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 # One very long line (a build's whole output in one record) must not make the page crawl.
 MAX_TEXT = 4000
+# Terminal control sequences (compose's `logs` clears lines with ESC[2K) and other control
+# characters, which a page shows as garbage; tabs stay.
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
 # Keys every record has; the rest are shown as key=value after the event name.
 _RECORD_KEYS = ("ts", "level", "event")
 
@@ -46,5 +50,5 @@ def log_line(item: dict[str, Any], source: str) -> dict[str, Any]:
         "source": str(item.get("source", source)),
         "ts": item.get("ts"),
         "level": item.get("level"),
-        "text": text[:MAX_TEXT],
+        "text": _CONTROL.sub("", text)[:MAX_TEXT],
     }

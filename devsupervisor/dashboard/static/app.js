@@ -75,6 +75,17 @@ function setFavicon(kind) {
 
 // -- status -------------------------------------------------------------------------------
 
+// Changed files relative to the watched directory they are in: the full path is noise.
+function triggers(list, s) {
+  const roots = ((s.watcher && s.watcher.paths) || []).map((r) => r.replace(/\/?$/, "/"));
+  const short = (path) => {
+    const root = roots.find((r) => path.startsWith(r));
+    return root ? path.slice(root.length) : path;
+  };
+  const names = (list || []).map(short);
+  return names.length > 3 ? `${names.slice(0, 3).join(", ")} +${names.length - 3}` : names.join(", ");
+}
+
 function renderStatus(s) {
   const [what, kind] = pressing(s);
   document.title = `${what} · ${s.stack} · devsup ${s.project}`;
@@ -96,11 +107,11 @@ function renderStatus(s) {
   const p = s.platform || {};
   badge($("platform-state"), p.state);
   $("platform-mode").textContent = p.mode || "–";
-  $("platform-pid").textContent = p.pid ?? (p.container ? `container ${p.container}` : "–");
+  $("platform-pid").textContent = p.pid ?? (p.container ? `container ${p.container.slice(0, 12)}` : "–");
   $("platform-restarts").textContent = p.restarts ?? "–";
   const b = p.last_build;
   $("platform-build").textContent = b
-    ? `${b.ok ? "ok" : "FAILED"} in ${seconds(b.duration)} · ${ago(b.started_at)} · ${(b.trigger || []).join(", ")}`
+    ? `${b.ok ? "ok" : "FAILED"} in ${seconds(b.duration)} · ${ago(b.started_at)} · ${triggers(b.trigger, s)}`
     : "–";
   $("build-error").hidden = !(b && !b.ok && b.error);
   $("build-error").textContent = b && b.error ? b.error : "";
@@ -167,7 +178,7 @@ function renderChart(reloads) {
     let y = H - bottom;
     const bar = el("svg:g", { class: "bar" });
     bar.append(el("svg:title", {}, `${r.ts}\n` + PHASES.map((k) => `${k}: ${seconds(r[k])}`).join("\n") +
-      `\ntotal: ${seconds(r.total)}\n${(r.trigger || []).join(", ")}`));
+      `\ntotal: ${seconds(r.total)}\n${status ? triggers(r.trigger, status) : ""}`));
     for (const k of PHASES) {
       const h = Math.max(0, r[k] * scale);
       y -= h;
@@ -272,7 +283,11 @@ function connect() {
   events.addEventListener("open", () => { $("connection").hidden = true; });
   events.addEventListener("error", () => { $("connection").hidden = false; });
   events.addEventListener("status", (e) => {
+    const previous = status;
     status = JSON.parse(e.data);
+    // The platform's log source moves with the stack (host process or container): follow it.
+    const moved = previous && (previous.stack !== status.stack || previous.platform.mode !== status.platform.mode);
+    if (moved && $("follow").checked) setTimeout(connect, 0);
     statusAt = performance.now();
     renderStatus(status);
   });

@@ -4,6 +4,7 @@ on PATH stands in for the real CLI; no engine needed)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import stat
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from devsupervisor.errors import CommandTimeout, ComposeError
 from devsupervisor.stack.compose import Compose, ComposeFiles
+from tests.harness import DaemonProcess, FakeProject, private_env
 
 # A `docker` that hangs like a wedged compose call, with a child of its own (as the CLI runs the
 # compose plugin), and records the child's pid so the test can look for it afterwards.
@@ -130,3 +132,33 @@ def test_failed_call_names_the_command_and_its_last_line(
         match=r"docker compose rm --stop --force nope failed \(exit 3\): no such service",
     ):
         asyncio.run(compose.remove(["nope"]))
+
+
+def test_daemon_with_a_hung_compose_degrades_the_stack_and_runs_the_platform(
+    fake_project: FakeProject,
+) -> None:
+    """A compose call that hangs: after compose.timeout the stack is degraded saying which
+    command timed out, the host binary runs, and the hung command's tree is gone."""
+    bin_dir = fake_project.root.parent / "bin"
+    pidfile = fake_project.root.parent / "child.pid"
+    _fake_docker(bin_dir, HANGING_DOCKER.format(pidfile=pidfile))
+    compose_dir = fake_project.root / "compose"
+    compose_dir.mkdir()
+    (compose_dir / "docker-compose.yaml").write_text("services:\n  db:\n    image: x\n")
+    config = json.loads(fake_project.config.read_text())
+    config["compose"] = {"directory": "compose", "files": ["docker-compose.yaml"], "timeout": 1}
+    fake_project.config.write_text(json.dumps(config))
+    env = private_env()
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    env["DOCKER_HOST"] = f"unix://{fake_project.root}/no-docker.sock"
+    d = DaemonProcess(fake_project.config, env=env, project=fake_project.project)
+    try:
+        d.start()
+        status = d.wait_platform("running")
+        assert status["state"] == "degraded"
+        reasons = [e["reason"] for e in d.events() if e["event"] == "stack.failed"]
+        assert reasons and "timed out after 1s" in reasons[0], reasons
+        assert "docker compose" in reasons[0]
+        assert _gone(int(pidfile.read_text()))
+    finally:
+        d.stop()

@@ -11,9 +11,17 @@ interpreter). The script
        `project:`, as users run it),
      - `devsup status --project NAME` (no config read at all),
      - `devsup status --json`;
-  3. prints median/min/mean/max per command and the ratio of each median to the floor.
+  3. prints median/min/mean/max per command and the ratio of each median (and each minimum,
+     steadier on a busy machine) to the floor's.
 
-Run: `python3 benchmarks/cli_latency.py [--runs N] [--warmup W]`.
+Bytecode: an installed package has its .pyc files, so the timed runs cache bytecode (in a
+private PYTHONPYCACHEPREFIX, even when PYTHONDONTWRITEBYTECODE is set); `--no-bytecode-cache`
+times the compile-every-run case instead. `--client-tree DIR` runs the client from another
+checkout's `devsupervisor` (e.g. `git archive OLD devsupervisor | tar -x -C DIR`) against the
+same daemon, for before/after figures.
+
+Run: `python3 benchmarks/cli_latency.py [--runs N] [--warmup W] [--no-bytecode-cache]
+[--client-tree DIR]`.
 The daemon runs in its own process and is stopped (SIGTERM, then kill) before the script exits.
 """
 
@@ -54,6 +62,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=40, help="timed runs per command")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs per command first")
+    parser.add_argument(
+        "--no-bytecode-cache", action="store_true", help="compile the package on every run"
+    )
+    parser.add_argument("--client-tree", help="directory holding the devsupervisor to time")
     options = parser.parse_args()
 
     devsup = str(Path(sys.executable).parent / "devsup")
@@ -66,7 +78,14 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="dsbench", dir="/tmp"))
     project = FakeProject(root / "proj", project=PROJECT)
     env = private_env()
-    daemon = DaemonProcess(project.config, env=env, project=PROJECT).start()
+    daemon = DaemonProcess(project.config, env=dict(env), project=PROJECT).start()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if options.no_bytecode_cache:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    else:
+        env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+    if options.client_tree:
+        env["PYTHONPATH"] = str(Path(options.client_tree).resolve())
     try:
         daemon.wait_platform("running", timeout=60)
         times: dict[str, list[float]] = {name: [] for name in commands}
@@ -80,14 +99,15 @@ def main() -> int:
         daemon.stop()
 
     floor = statistics.median(times["python -c pass"])
-    print(f"{options.runs} runs each after {options.warmup} warm-up runs ({sys.executable})")
-    print(f"{'command':<26} {'median':>8} {'min':>8} {'mean':>8} {'max':>8} {'x floor':>8}")
+    floor_min = min(times["python -c pass"])
+    header = f"{'command':<26} {'median':>8} {'min':>8} {'mean':>8} {'max':>8}"
+    print(f"{header} {'x floor':>8} {'(min)':>6}")
     for name, values in times.items():
         median = statistics.median(values)
         print(
             f"{name:<26} {median * 1000:7.1f}ms {min(values) * 1000:7.1f}ms "
             f"{statistics.fmean(values) * 1000:7.1f}ms {max(values) * 1000:7.1f}ms "
-            f"{median / floor:7.2f}x"
+            f"{median / floor:7.2f}x {min(values) / floor_min:5.2f}x"
         )
     status = statistics.median(times["devsup status"])
     verdict = "within" if status <= TARGET_RATIO * floor else "OVER"

@@ -163,6 +163,8 @@ def test_status_screen_escapes_what_the_daemon_sent(
     assert "\x07" not in done.stdout
     assert "restarted \\x1b]0;pwned\\x07\\x1b[2J" in done.stdout
     assert "    \\x1b]0;pwned\\x07\\x1b[2Jboom" in done.stdout  # the build error's last line
+    assert "state    ERROR: cannot write state file /x: Read-only file system \\x1b" in done.stdout
+    assert "ui       http://127.0.0.1:8123/" in done.stdout
     as_json = fake_daemon.devsup("status", "--json", cwd=checkout)
     assert "\x1b" not in as_json.stdout
     assert "\\u001b]0;pwned" in as_json.stdout

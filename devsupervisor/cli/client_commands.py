@@ -24,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from devsupervisor.status_types import Status
+    from devsupervisor.status_types import PlatformStatus, Status
 
 # How long `devsup stop` waits for the daemon to be gone before saying so.
 STOP_WAIT = 30.0
@@ -72,9 +72,10 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
     socket = _socket(args)
     with Client(socket, timeout=None) as client, Progress(socket, "rebuilding"):
-        result = client.call("rebuild")
-    build = result.get("last_build") or {}
-    print(escape(f"platform {result['state']} (build {build.get('duration', 0):.2f}s)"))
+        result: PlatformStatus = client.call("rebuild")
+    build = result["last_build"]
+    duration = build["duration"] if build is not None else 0.0
+    print(escape(f"platform {result['state']} (build {duration:.2f}s)"))
     return 0
 
 

@@ -88,6 +88,10 @@ def render(status: Status) -> str:
         lines.append(f"docker   unavailable: {docker['error']}")
     if status["config_error"]:
         lines.append(f"config   ERROR: {status['config_error']}")
+    if status["state_error"]:
+        lines.append(f"state    ERROR: {status['state_error']}")
+    if status["dashboard"]:
+        lines.append(f"ui       {status['dashboard']['url']}   (`devsup ui` to log in)")
     daemon = status["daemon"]
     lines.append(
         f"daemon   pid {daemon['pid']}  v{daemon['version']}  up {_age(daemon['uptime'])}"

@@ -248,15 +248,3 @@ def _is_str(value: Any) -> bool:
 
 def _is_port(value: Any) -> bool:
     return _is_int(value) and value in PORT_RANGE
-
-
-# --- transitional module-level API -----------------------------------------------------------
-
-# The daemon calls `save(path, state)` until it holds a StateStore itself (and shows its error).
-_stores: dict[Path, StateStore] = {}
-
-
-def save(path: Path, state: SavedState) -> bool:
-    """`StateStore(path).save(state)` with one store per path, so a failure is logged once."""
-    store = _stores.setdefault(path, StateStore(path))
-    return store.save(state)

@@ -155,14 +155,15 @@ def test_directory_at_the_path_is_reported_once_and_recovers(tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]  # no temp file left
 
 
-def test_module_level_save_never_raises(tmp_path: Path) -> None:
-    """The daemon's `statefile.save(path, state)` reports failure instead of raising."""
-    path = tmp_path / "blocked" / "p.json"
+def test_file_where_the_directory_belongs_is_reported(tmp_path: Path) -> None:
+    """A file in place of the state directory: save() returns False and logs once."""
     (tmp_path / "blocked").write_text("a file where the directory should be")
+    store = StateStore(tmp_path / "blocked" / "p.json")
     with capture_logs() as logs:
-        assert statefile.save(path, full_state()) is False
-        assert statefile.save(path, full_state()) is False
+        assert store.save(full_state()) is False
+        assert store.save(full_state()) is False
     assert [entry["event"] for entry in logs] == ["state.write_failed"]
+    assert store.error is not None
 
 
 def test_write_replaces_atomically(tmp_path: Path) -> None:

@@ -52,8 +52,7 @@ def drop_marker(count: int) -> dict[str, Any]:
 class Subscription(Generic[T]):
     """One follower's view: an async iterator over the items published after it subscribed.
 
-    Iteration ends after `Broadcaster.close()` (once the queued items are delivered) or after
-    `close()` here (at once). Use as an async context manager, or call `close()`, to unsubscribe.
+    Iteration ends after `close()` (at once). Use as an async context manager, or call `close()`, to unsubscribe.
     """
 
     def __init__(
@@ -75,7 +74,6 @@ class Subscription(Generic[T]):
         self._bytes = 0
         self._dropped = 0
         self._wakeup = asyncio.Event()
-        self._finished = False  # the broadcaster ended: deliver what is queued, then stop
         self._closed = False  # the follower left: stop now
         for item in reversed(backlog):  # newest first, so a byte bound keeps the newest
             size = sizeof(item)
@@ -101,7 +99,7 @@ class Subscription(Generic[T]):
 
     def offer(self, item: T) -> None:
         """Queue `item`, or count it as dropped when the queue is full. Never blocks."""
-        if self._closed or self._finished:
+        if self._closed:
             return
         if self._dropped and self._has_room(0):
             # Room again: the marker goes where the gap is, before the newer item.
@@ -120,11 +118,6 @@ class Subscription(Generic[T]):
     def _push(self, item: T, size: int) -> None:
         self._items.append((item, size))
         self._bytes += size
-
-    def finish(self) -> None:
-        """End iteration after the queued items (the producer is going away)."""
-        self._finished = True
-        self._wakeup.set()
 
     def close(self) -> None:
         """Unsubscribe and end iteration now. Idempotent."""
@@ -155,9 +148,6 @@ class Subscription(Generic[T]):
                 # Caught up after a gap with nothing newer published: say so now.
                 count, self._dropped = self._dropped, 0
                 return self._marker(count)
-            if self._finished:
-                self.close()
-                raise StopAsyncIteration
             self._wakeup.clear()
             await self._wakeup.wait()
 
@@ -194,7 +184,6 @@ class Broadcaster(Generic[T]):
         self._recent: deque[tuple[T, int]] = deque()
         self._recent_bytes = 0
         self._subscribers: set[Subscription[T]] = set()
-        self._closed = False
 
     @property
     def subscribers(self) -> int:
@@ -244,18 +233,9 @@ class Broadcaster(Generic[T]):
             max_bytes=max_bytes,
             sizeof=self._sizeof,
         )
-        if self._closed:
-            subscription.finish()
-        else:
-            self._subscribers.add(subscription)
+        self._subscribers.add(subscription)
         return subscription
 
     def discard(self, subscription: Subscription[T]) -> None:
         """Forget a subscription (called by `Subscription.close`)."""
         self._subscribers.discard(subscription)
-
-    def close(self) -> None:
-        """End every subscription once it has delivered what it holds (daemon stopping)."""
-        self._closed = True
-        for subscription in list(self._subscribers):
-            subscription.finish()

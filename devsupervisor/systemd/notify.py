@@ -126,10 +126,6 @@ class Notifier:
         """Tell systemd the daemon is shutting down."""
         return self.send("STOPPING=1", *(() if status is None else (_status_line(status),)))
 
-    def extend_timeout(self, seconds: float) -> bool:
-        """Ask for `seconds` more before the start (or stop) timeout fires, e.g. during pulls."""
-        return self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
-
     def send(self, *assignments: str) -> bool:
         """Send `KEY=value` assignments as one datagram. True when it was delivered."""
         if self._address is None:

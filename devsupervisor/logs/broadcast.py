@@ -52,7 +52,7 @@ def drop_marker(count: int) -> dict[str, Any]:
 class Subscription(Generic[T]):
     """One follower's view: an async iterator over the items published after it subscribed.
 
-    Iteration ends after `close()` (at once). Use as an async context manager, or call `close()`, to unsubscribe.
+    Use as an async context manager, or call `close()`, to unsubscribe; iteration then ends.
     """
 
     def __init__(

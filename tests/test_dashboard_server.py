@@ -18,6 +18,7 @@ import aiohttp
 from devsupervisor.control import protocol
 from devsupervisor.control.protocol import ProtocolError, Request
 from devsupervisor.dashboard import sse, token_file
+from devsupervisor.dashboard.ports import PortLookup
 from devsupervisor.dashboard.server import DashboardServer
 from devsupervisor.logs.broadcast import Broadcaster, drop_marker
 
@@ -315,3 +316,33 @@ def test_log_lines_lose_terminal_control_sequences() -> None:
     assert sse.log_line(item, "platform")["text"] == "red\ttab"
     record = {"ts": "t", "level": "error", "event": "build.failed", "exit_code": 2}
     assert sse.log_line(record, "devsup")["text"] == "error   build.failed exit_code=2"
+
+
+def test_port_lookup_caches_and_backs_off_after_a_failure() -> None:
+    """Published ports are looked up once per container; a failing engine is not asked again
+    for a while."""
+    calls: list[str] = []
+    now = [0.0]
+
+    class Containers:
+        def get(self, container: str) -> Any:
+            calls.append(container)
+            if container == "dead":
+                raise OSError("engine gone")
+            ports = {"5432/tcp": [{"HostIp": "127.0.0.1", "HostPort": "15432"}], "9/udp": None}
+            return type("C", (), {"attrs": {"NetworkSettings": {"Ports": ports}}})()
+
+    client = type("Client", (), {"containers": Containers(), "close": lambda self: None})()
+    lookup = PortLookup(lambda: client, clock=lambda: now[0])
+
+    async def main() -> None:
+        wanted = {"postgres": "abc", "broken": "dead", "none": None}
+        first = await lookup.ports(wanted)
+        assert first == {"postgres": [{"port": 15432, "target": "5432/tcp"}]}
+        assert await lookup.ports(wanted) == first
+        assert calls == ["abc", "dead"]
+        now[0] += 11
+        await lookup.ports(wanted)
+        assert calls == ["abc", "dead", "dead"]
+
+    asyncio.run(main())

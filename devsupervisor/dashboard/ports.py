@@ -8,6 +8,7 @@ recreated service has a new container id). Blocking SDK calls run in a thread.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,6 +21,9 @@ LOOKUP_TIMEOUT = 5.0
 # Host addresses a browser on this machine reaches as 127.0.0.1 (with a remote engine the
 # ports are forwarded to the same port here, PRODUCT.md "Remote engine").
 LOCAL_BINDS = ("", "0.0.0.0", "127.0.0.1", "::", "::1")
+# After a failed lookup (engine gone) the container is not asked about again for this long, so
+# a page's live updates do not wait on a dead engine at every status change.
+RETRY_AFTER = 10.0
 # Containers come and go all day (every recreate is a new id); forget them all past this many.
 MAX_CACHED = 256
 
@@ -49,10 +53,16 @@ class PortLookup:
         client_factory: makes a docker SDK client (default `docker.from_env`); a seam for tests.
     """
 
-    def __init__(self, client_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        client_factory: Callable[[], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._factory = client_factory
+        self._clock = clock
         self._client: Any = None
         self._cache: dict[str, list[Port]] = {}
+        self._failed: dict[str, float] = {}
 
     def _inspect(self, container: str) -> list[Port]:
         if self._client is None:
@@ -70,12 +80,18 @@ class PortLookup:
             if not container:
                 continue
             if container not in self._cache:
+                failed_at = self._failed.get(container)
+                if failed_at is not None and self._clock() - failed_at < RETRY_AFTER:
+                    continue
                 try:
                     found = await asyncio.wait_for(
                         asyncio.to_thread(self._inspect, container), LOOKUP_TIMEOUT
                     )
                 except Exception as exc:  # engine gone, container removed meanwhile
                     log.debug("dashboard.ports_failed", container=container, error=str(exc))
+                    if len(self._failed) >= MAX_CACHED:
+                        self._failed.clear()
+                    self._failed[container] = self._clock()
                     continue
                 if len(self._cache) >= MAX_CACHED:
                     self._cache.clear()

@@ -262,7 +262,12 @@ class DashboardServer:
         finally:
             for task in (*tasks, closing):
                 task.cancel()
-            await asyncio.gather(*tasks, closing, return_exceptions=True)
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(closing, return_exceptions=True)
+        for outcome in outcomes:
+            # A browser that left shows up as a connection error: nothing to report.
+            if isinstance(outcome, Exception) and not isinstance(outcome, ConnectionError):
+                log.error("dashboard.stream_failed", error=f"{type(outcome).__name__}: {outcome}")
         return response
 
     async def _pump_state(self, stream: _EventStream, request: web.Request) -> None:

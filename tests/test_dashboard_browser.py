@@ -52,6 +52,8 @@ def test_failed_build_in_title_and_error_then_chart_grows_on_fix(
     wait_until(lambda: tab.page.title().startswith("build failed"), what="title build failed")
     tab.wait_text("#build-error", lambda t: "syntax error: unexpected BROKEN" in t)
     tab.wait_text("#platform-state", lambda t: t == "build failed")
+    # The tab's icon turns red with the title.
+    assert "%23c62828" in (tab.page.get_attribute("#favicon", "href") or "")
     fake_project.set_source("v3")
     tab.wait_text("#platform-state", lambda t: t == "running")
     wait_until(lambda: tab.page.locator("#build-error").is_hidden(), what="the error gone")

@@ -55,6 +55,8 @@ def save_text(stack: DemoStack, text: str) -> None:
     tmp.replace(main)
 
 
+# Two stacks coming up and a handful of Go builds on a loaded 2-core machine.
+@pytest.mark.timeout(400)
 def test_dashboard_on_the_demo_stack(
     browser: BrowserContext,  # noqa: F811
     demo_stack: DemoStack,

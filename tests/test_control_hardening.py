@@ -277,3 +277,54 @@ def test_parse_request_rejects_unechoable_ids() -> None:
         assert caught.value.code == protocol.BAD_REQUEST
         assert caught.value.request_id is None
     assert protocol.parse_request(b'{"id": 1.5e300, "cmd": "x"}').id == 1.5e300
+
+
+# --- read timeouts ------------------------------------------------------------------------------
+
+
+def test_events_without_follow_times_out_on_a_silent_daemon(socket_dir: Path) -> None:
+    """A one-shot `events` read is bounded by the client's timeout (exit 3 with a sentence)."""
+    path = paths.socket_path(PROJECT)
+    with listener(path) as server:
+        client = Client(path, timeout=0.3)
+        expected = r"did not answer `events` within 0\.3 s"
+        with pytest.raises(DaemonNotRunning, match=expected) as caught:
+            client.call("events")
+        assert caught.value.exit_code == 3
+        server.close()
+
+
+class Quiet:
+    """Streams one event after a quiet spell longer than the client's timeout."""
+
+    def __init__(self, quiet: asyncio.Event) -> None:
+        self.quiet = quiet
+
+    async def __call__(self, req: Request) -> Any:
+        async def events() -> Any:
+            await self.quiet.wait()
+            yield {"event": "late"}
+
+        return events()
+
+
+def test_follow_stream_waits_through_quiet_spells(socket_dir: Path) -> None:
+    """A follower is not cut off by the call timeout: an idle daemon is not a dead one."""
+
+    async def scenario() -> None:
+        quiet = asyncio.Event()
+        server = ControlServer(paths.socket_path(PROJECT), Quiet(quiet))
+        await server.start()
+        try:
+            stream = Client(server.path, timeout=0.1).stream("events", {"follow": True})
+            first = asyncio.ensure_future(asyncio.to_thread(next, stream))
+            await asyncio.sleep(0.4)  # the quiet spell itself is what is tested: 4x the timeout
+            assert not first.done()
+            quiet.set()
+            assert await asyncio.wait_for(first, 5) == {"event": "late"}
+            rest = asyncio.ensure_future(asyncio.to_thread(list, stream))
+            assert await asyncio.wait_for(rest, 5) == []  # ended by the daemon: no error
+        finally:
+            await server.close()
+
+    run(scenario())

@@ -16,7 +16,8 @@ import structlog
 
 from devsupervisor.config.model import DashboardConfig
 from devsupervisor.dashboard import token_file
-from devsupervisor.dashboard.server import DashboardServer, Dispatch, StatusFn
+from devsupervisor.dashboard.live import Dispatch, StatusFn
+from devsupervisor.dashboard.server import DashboardServer
 from devsupervisor.logs.broadcast import Broadcaster
 from devsupervisor.status_types import DashboardStatus
 

@@ -7,7 +7,7 @@ Integration is through constructor seams only, so the daemon's core stays unawar
   whichever door it came through. Log follows go through it too (`logs` with `follow`).
 - `status`: the status object, read whenever something may have changed.
 - `events`: the event stream; it feeds `History` (reload chart, start/switch timeline) and wakes
-  the live connections, which then send the status only when it actually differs.
+  the live connections (`live.LiveFeed`), which send the status only when it actually differs.
 
 aiohttp owns the sockets on the daemon's loop. Every request first passes `auth.Guard`.
 """
@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -26,36 +25,23 @@ import structlog
 from aiohttp import web
 
 from devsupervisor.control import protocol
-from devsupervisor.control.protocol import ProtocolError, Request
-from devsupervisor.dashboard import sse
+from devsupervisor.control.protocol import ProtocolError
 from devsupervisor.dashboard.auth import Guard
 from devsupervisor.dashboard.history import History
+from devsupervisor.dashboard.live import STATUS_INTERVAL, Dispatch, LiveFeed, StacksFn, StatusFn
 from devsupervisor.dashboard.ports import PortLookup
 from devsupervisor.logs.broadcast import Broadcaster
 
 log = structlog.get_logger()
 
-Dispatch = Callable[[Request], Awaitable[Any]]
-StatusFn = Callable[[], Mapping[str, Any]]
-StacksFn = Callable[[], Sequence[str]]
-
 # Loopback only: the dashboard is for the person at this machine.
 HOST = "127.0.0.1"
 # Same bound as a socket request line: a command's args are small.
 MAX_BODY = protocol.MAX_LINE
-# Things that change without an event (pending changes, paused) still show within a second.
-STATUS_INTERVAL = 1.0
-# A dead browser is noticed at the next write; a comment this often makes sure there is one.
-KEEPALIVE = 15.0
-# The page's log view starts with this many lines when it does not ask for a number.
-DEFAULT_LOG_LINES = 300
-MAX_LOG_LINES = 5000
 # Requests still running at shutdown (a rebuild from the page) get this long to finish.
 SHUTDOWN_TIMEOUT = 1.0
 # Events the history keeper takes over from before the dashboard started (daemon.started).
 EVENT_BACKLOG = 1000
-# Status fields that change every time they are read; the page counts them up itself.
-_TICKING = (("daemon", "uptime"), ("platform", "uptime"))
 # Commands whose reply is a stream: served by GET /api/events, not by POST.
 _STREAMING = ("logs", "events")
 # HTTP status for each error code of the reply envelope.
@@ -88,7 +74,7 @@ class DashboardServer:
         status: returns the status object.
         events: the daemon's event broadcaster (`LogStreams.events`).
         stacks: the config's stack names (the page's switch menu; the status names only one).
-        token: the login token (`auth.new_token()`).
+        token: the login token (`token_file.new_token()`).
         ports: published-port lookup for the services table (a seam for tests).
     """
 
@@ -108,15 +94,19 @@ class DashboardServer:
         self._status = status
         self._events = events
         self._token = token
-        self._stacks = stacks
         self._port = port
         self._ports = ports or PortLookup()
-        self._status_interval = status_interval
         self.history = History()
+        self._live = LiveFeed(
+            dispatch=dispatch,
+            status=status,
+            stacks=stacks,
+            history=self.history,
+            ports=self._ports,
+            interval=status_interval,
+        )
         self.guard: Guard | None = None
         self._runner: web.AppRunner | None = None
-        self._wakeups: set[asyncio.Event] = set()
-        self._closing = asyncio.Event()
         self._feeder: asyncio.Task[None] | None = None
 
     @property
@@ -150,7 +140,7 @@ class DashboardServer:
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/api/status", self._api_status)
         app.router.add_get("/api/history", self._api_history)
-        app.router.add_get("/api/events", self._api_events)
+        app.router.add_get("/api/events", self._live.handle)
         app.router.add_post("/api/{command}", self._api_command)
         app.on_response_prepare.append(_add_security_headers)
         self._runner = web.AppRunner(
@@ -164,8 +154,7 @@ class DashboardServer:
 
     async def close(self) -> None:
         """End every live connection and stop serving."""
-        self._closing.set()
-        self._wake()
+        self._live.close()
         if self._feeder is not None:
             self._feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -182,11 +171,7 @@ class DashboardServer:
         async with self._events.subscribe(backlog=EVENT_BACKLOG) as events:
             async for record in events:
                 self.history.feed(record)
-                self._wake()
-
-    def _wake(self) -> None:
-        for wakeup in self._wakeups:
-            wakeup.set()
+                self._live.wake()
 
     # -- page ------------------------------------------------------------------------------
 
@@ -210,7 +195,7 @@ class DashboardServer:
     async def _api_command(self, request: web.Request) -> web.Response:
         body = await request.read()
         envelope = await self.command(request.match_info["command"], body)
-        self._wake()
+        self._live.wake()
         status = 200 if envelope["ok"] else _HTTP_STATUS.get(envelope["error"]["code"], 400)
         try:
             data = protocol.encode(envelope)
@@ -243,127 +228,6 @@ class DashboardServer:
             log.exception("dashboard.dispatch_failed", cmd=name)
             return protocol.error(None, protocol.INTERNAL, f"{type(exc).__name__}: {exc}")
         return protocol.ok(None, result)
-
-    async def _api_events(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events: status and history when they change, and one log source live."""
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
-        )
-        await response.prepare(request)
-        stream = _EventStream(response)
-        tasks = [asyncio.create_task(self._pump_state(stream, request))]
-        source = request.query.get("logs")
-        if source:
-            lines = _bounded_int(request.query.get("lines"), DEFAULT_LOG_LINES, MAX_LOG_LINES)
-            tasks.append(asyncio.create_task(self._pump_logs(stream, source, lines)))
-        closing = asyncio.create_task(self._closing.wait())
-        try:
-            await asyncio.wait([*tasks, closing], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (*tasks, closing):
-                task.cancel()
-            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.gather(closing, return_exceptions=True)
-        for outcome in outcomes:
-            # A browser that left shows up as a connection error: nothing to report.
-            if isinstance(outcome, Exception) and not isinstance(outcome, ConnectionError):
-                log.error("dashboard.stream_failed", error=f"{type(outcome).__name__}: {outcome}")
-        return response
-
-    async def _pump_state(self, stream: _EventStream, request: web.Request) -> None:
-        wakeup = asyncio.Event()
-        self._wakeups.add(wakeup)
-        last_status: str | None = None
-        last_history = -1
-        last_ports: dict[str, Any] | None = None
-        last_meta: dict[str, Any] | None = None
-        idle = 0.0
-        try:
-            while not self._closing.is_set():
-                if request.transport is None or request.transport.is_closing():
-                    return
-                wakeup.clear()
-                meta = {"stacks": list(self._stacks())}
-                if meta != last_meta:
-                    await stream.send("meta", meta)
-                    last_meta = meta
-                status = dict(self._status())
-                key = _steady_key(status)
-                if key != last_status:
-                    await stream.send("status", status)
-                    last_status, idle = key, 0.0
-                if self.history.version != last_history:
-                    last_history = self.history.version
-                    await stream.send("history", self.history.snapshot())
-                ports = await self._ports.ports(
-                    {s["name"]: s.get("container") for s in status.get("services", [])}
-                )
-                if ports != last_ports:
-                    await stream.send("ports", ports)
-                    last_ports = ports
-                if idle >= KEEPALIVE:
-                    await stream.write(sse.comment("keepalive"))
-                    idle = 0.0
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), self._status_interval)
-                idle += self._status_interval
-        finally:
-            self._wakeups.discard(wakeup)
-
-    async def _pump_logs(self, stream: _EventStream, source: str, lines: int) -> None:
-        request = Request(None, "logs", {"name": source, "lines": lines, "follow": True})
-        try:
-            items = await self._dispatch(request)
-        except ProtocolError as exc:
-            await stream.send("logerror", {"source": source, "message": exc.message})
-            return
-        if not isinstance(items, AsyncIterator):
-            items = _iterate(items)
-        try:
-            async for item in items:
-                await stream.send("log", sse.log_line(item, source))
-        finally:
-            aclose = getattr(items, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
-
-
-class _EventStream:
-    """One SSE response written by two pumps; the lock keeps their messages whole."""
-
-    def __init__(self, response: web.StreamResponse) -> None:
-        self._response = response
-        self._lock = asyncio.Lock()
-
-    async def send(self, event: str, data: Any) -> None:
-        await self.write(sse.frame(event, data))
-
-    async def write(self, data: bytes) -> None:
-        async with self._lock:
-            await self._response.write(data)
-
-
-async def _iterate(items: Any) -> AsyncIterator[dict[str, Any]]:
-    for item in items:
-        yield item
-
-
-def _steady_key(status: Mapping[str, Any]) -> str:
-    """The status as JSON without the fields that tick by themselves."""
-    steady = json.loads(json.dumps(status, default=str))
-    for section, key in _TICKING:
-        if isinstance(steady.get(section), dict):
-            steady[section].pop(key, None)
-    return json.dumps(steady, sort_keys=True)
-
-
-def _bounded_int(text: str | None, default: int, maximum: int) -> int:
-    try:
-        value = int(text) if text is not None else default
-    except ValueError:
-        return default
-    return min(max(value, 0), maximum)
 
 
 def _json(data: Any) -> web.Response:

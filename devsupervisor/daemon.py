@@ -29,7 +29,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
-from devsupervisor import __version__, paths
+from devsupervisor import __version__, instance, paths
 from devsupervisor.actions import Actions
 from devsupervisor.config import load_config
 from devsupervisor.config.model import Config
@@ -37,6 +37,7 @@ from devsupervisor.control.commands import dispatcher
 from devsupervisor.control.server import ControlServer
 from devsupervisor.dashboard.attach import Dashboard
 from devsupervisor.errors import ConfigError, UsageError
+from devsupervisor.instance_ports import InstancePorts
 from devsupervisor.logs import pipeline as logs
 from devsupervisor.logs.streams import OUTPUT_EVENT, LogStreams
 from devsupervisor.orchestrator import Orchestrator
@@ -44,6 +45,7 @@ from devsupervisor.platform import intents
 from devsupervisor.platform.binary import BinaryTarget, build_outputs
 from devsupervisor.platform.records import live_records, stop_leftovers
 from devsupervisor.platform.target import PlatformTarget
+from devsupervisor.ports import PortsExhausted
 from devsupervisor.stack.services import StackServices
 from devsupervisor.statefile import StateStore
 from devsupervisor.status_types import Status
@@ -66,19 +68,30 @@ class Daemon:
         config: Config,
         *,
         stack: str | None = None,
+        instance_name: str | None = None,
         console: TextIO | None = sys.stderr,
         notifier: Notifier | None = None,
     ) -> None:
         self.project = config.project
-        self.socket_path = paths.socket_path(config.project)
-        self.state_path = paths.state_file(config.project)
-        self.log_path = paths.log_file(config.project)
+        # The instance takes the project's place in every name (PRODUCT.md, "Instances").
+        self.instance = instance.resolve(
+            config.project, config.instance, config.source, instance_name
+        )
+        self.checkout = str(config.source) if config.source is not None else ""
+        self.socket_path = paths.socket_path(self.instance)
+        self.state_path = paths.state_file(self.instance)
+        self.log_path = paths.log_file(self.instance)
         self._console = console
         self.notifier = notifier or Notifier.from_env()
         self.should_exit = asyncio.Event()
         self.streams = LogStreams()
         self.state = StateStore(self.state_path)
         self.saved = self.state.load()
+        # Before anything is spawned: every child inherits the ports' variables.
+        self.ports = InstancePorts(
+            self.instance, self.saved, self.state, use_engine=config.engine is None
+        )
+        config = self.ports.prepare(config)
         self.config_error: str | None = None
         self.down_on_exit = config.on_exit == "down"
         self._started = time.monotonic()
@@ -176,6 +189,8 @@ class Daemon:
                 pid=os.getpid(),
                 version=__version__,
                 project=self.project,
+                instance=self.instance,
+                ports=self.ports.current,
                 stack=self.orchestrator.stack_name,
                 socket=str(self.socket_path),
                 log_file=str(self.log_path),
@@ -298,9 +313,11 @@ class Daemon:
     async def _reload_config(self, source: Path) -> None:
         try:
             new = await asyncio.to_thread(load_config, source)
+            # On the loop: it sets os.environ; it blocks only when the edit adds a port name.
+            new = self.ports.prepare(new)
             await self.orchestrator.apply_config(new)
-        except ConfigError as exc:
-            self.config_error = exc.one_line()
+        except (ConfigError, PortsExhausted) as exc:
+            self.config_error = exc.one_line() if isinstance(exc, ConfigError) else str(exc)
             log.error("config.invalid", path=str(source), error=self.config_error)
             return
         self.config_error = None
@@ -355,6 +372,9 @@ class Daemon:
         orchestrator = self.orchestrator
         return {
             "project": self.project,
+            "instance": self.instance,
+            "checkout": self.checkout,
+            "ports": dict(self.ports.current),
             "stack": orchestrator.stack_name,
             "state": orchestrator.stack_state.value,
             "platform": orchestrator.platform_status(),

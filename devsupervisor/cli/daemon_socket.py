@@ -57,4 +57,8 @@ def name_from_config(config: str | None) -> str | None:
     except ConfigError:
         return None
     project, instance = read_identity(found)
-    return instance or project
+    if instance is not None or project is None:
+        return instance
+    from devsupervisor.instance import derive
+
+    return derive(project, found)  # a linked worktree's config reaches its own daemon

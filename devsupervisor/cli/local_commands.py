@@ -25,7 +25,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(find_config(args.config))
 
     async def main() -> int:
-        return await Daemon(config, stack=args.stack).run()
+        return await Daemon(config, stack=args.stack, instance_name=args.instance).run()
 
     return asyncio.run(main())
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("local_commands", "cmd_run"),
     "status": ("client_commands", "cmd_status"),
+    "ls": ("ls_command", "cmd_ls"),
     "switch": ("client_commands", "cmd_switch"),
     "rebuild": ("client_commands", "cmd_rebuild"),
     "restart": ("client_commands", "cmd_restart"),
@@ -71,6 +72,9 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
 def _run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="config file")
     parser.add_argument("--stack", help="stack to start (default: the remembered one)")
+    parser.add_argument(
+        "--instance", help="instance name (default: config `instance`, else from the checkout)"
+    )
 
 
 def _status(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +128,7 @@ def _nothing(parser: argparse.ArgumentParser) -> None:
 SUBCOMMANDS: dict[str, tuple[str, bool, Callable[[argparse.ArgumentParser], None]]] = {
     "run": ("run the supervisor in the foreground", False, _run),
     "status": ("show stack, platform, services", True, _status),
+    "ls": ("every instance of this user whose daemon answers", False, _status),
     "switch": ("switch to another stack", True, _switch),
     "rebuild": ("rebuild and restart the platform now", True, _nothing),
     "restart": ("restart platform or a service", True, _restart),

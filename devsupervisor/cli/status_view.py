@@ -64,6 +64,12 @@ def _service_line(service: ServiceStatus) -> str:
 def render(status: Status) -> str:
     platform = status["platform"]
     lines = [f"project  {status['project']}   stack {status['stack']} ({status['state']})"]
+    # .get: a daemon older than instances sends neither key.
+    instance, ports = status.get("instance"), status.get("ports") or {}
+    if instance:
+        lines.append(f"instance {instance}   {status.get('checkout') or ''}".rstrip())
+    if ports:
+        lines.append("ports    " + "  ".join(f"{name}={port}" for name, port in ports.items()))
     where = f"pid {platform['pid']}" if platform["pid"] else platform["container"] or "not running"
     lines.append(
         f"platform {platform['state']:<12} {platform['mode']:<9} {where}"

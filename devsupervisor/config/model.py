@@ -287,6 +287,13 @@ class Config:
     # The file this config was loaded from (absolute); None for configs built in code (tests).
     source: Path | None = field(default=None, metadata={"internal": True})
 
+    @property
+    def instance_name(self) -> str:
+        """This checkout's instance: `instance` (the daemon resolves it at start, `instance.py`),
+        else `project`. It takes the project's place in the compose project name, the socket,
+        state and log files."""
+        return self.instance or self.project
+
     def compose_files(self, stack: str) -> tuple[Path, ...]:
         """Base files then the stack's files, absolute, in `-f` order."""
         names = (*self.compose.files, *self.stacks[stack].files)

@@ -74,7 +74,7 @@ class DockerWatch:
 
     def start(self) -> None:
         self._source = DockerEventSource(
-            self.config.project,
+            self.config.instance_name,
             loop=asyncio.get_running_loop(),
             on_event=self._on_event,
             on_lost=self._on_lost,
@@ -100,7 +100,7 @@ class DockerWatch:
             return self._client
 
     async def _list(self, timeout: float = SDK_TIMEOUT) -> list[ContainerInfo]:
-        project = self.config.project
+        project = self.config.instance_name
         return await sdk_call(
             "a container listing",
             lambda: list_containers(self._docker(), project),

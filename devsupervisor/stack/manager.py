@@ -28,7 +28,7 @@ class StackManager:
 
     def compose_for(self, stack: str) -> Compose:
         model = ComposeFiles(
-            self.config.project,
+            self.config.instance_name,
             self.config.compose_files(stack),
             self.config.stacks[stack].profiles,
         )

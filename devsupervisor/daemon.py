@@ -43,6 +43,7 @@ from devsupervisor.logs.streams import OUTPUT_EVENT, LogStreams
 from devsupervisor.orchestrator import Orchestrator
 from devsupervisor.platform import intents
 from devsupervisor.platform.binary import BinaryTarget, build_outputs
+from devsupervisor.platform.process import set_child_subreaper
 from devsupervisor.platform.records import live_records, stop_leftovers
 from devsupervisor.platform.target import PlatformTarget
 from devsupervisor.ports import PortsExhausted
@@ -85,6 +86,9 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env()
         self.should_exit = asyncio.Event()
         self.streams = LogStreams()
+        # Before the state file is read: its warnings (garbage fields, unreadable file) belong
+        # in the log file and in `devsup logs devsup`, not only on a console nobody reads.
+        logs.configure(self.log_path, console=self._console, taps=[self.streams.tap])
         self.state = StateStore(self.state_path)
         self.saved = self.state.load()
         # Before anything is spawned: every child inherits the ports' variables.
@@ -177,8 +181,10 @@ class Daemon:
         Raises:
             AlreadyRunning: another daemon serves this project.
         """
-        logs.configure(self.log_path, console=self._console, taps=[self.streams.tap])
         await self._server.start()
+        # Orphans of the platform's tree (a double fork, `(setsid cmd &)`) come back to devsup
+        # instead of init, where the stop sequence finds them by their tree tag.
+        set_child_subreaper()
         try:
             await self.dashboard.start()
             self._install_signal_handlers()

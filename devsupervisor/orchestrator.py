@@ -73,6 +73,7 @@ class Orchestrator:
         self.platform = PlatformOwner(
             make_target(config, stack),
             debounce=config.platform.watch.debounce,
+            build_timeout=config.platform.build_timeout,
             on_build_line=on_build_line,
             on_built=self._remember_build,
             on_state=on_change,
@@ -310,6 +311,7 @@ class Orchestrator:
             return changed
         old, self.config = self.config, new
         self.services.configure(new)
+        self.platform.build_timeout = new.platform.build_timeout
         if old.platform.watch != new.platform.watch:
             await self._restart_watcher()
         if {"compose", "stacks"} & set(changed):

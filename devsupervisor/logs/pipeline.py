@@ -74,9 +74,13 @@ class _Fanout:
         self._lock = threading.Lock()
         self._file: _LogFile | None = None
         if log_file is not None:
-            log_file.parent.mkdir(parents=True, exist_ok=True)
+            # A log directory that cannot be made or written (read-only, full) is a failing
+            # file like any other: reported once on the console, never a reason not to start.
+            # `delay` opens the file on the first write, inside the handler's error handling.
+            with contextlib.suppress(OSError):
+                log_file.parent.mkdir(parents=True, exist_ok=True)
             self._file = _LogFile(
-                log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+                log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True
             )
         self._file_error_reported = False
         self._console = console

@@ -24,6 +24,7 @@ from typing import Any
 from devsupervisor.backoff import PLATFORM_POLICY, RestartBudget
 from devsupervisor.logs.pipeline import get_logger, utc_iso
 from devsupervisor.platform import intents as i
+from devsupervisor.platform.build import BuildResult
 from devsupervisor.platform.ready import NotReady
 from devsupervisor.platform.scheduler import ReloadScheduler
 from devsupervisor.platform.target import ExitSink, PlatformTarget
@@ -35,6 +36,8 @@ log = get_logger()
 # Changed paths named in a build's trigger (status, events): a checkout can change thousands.
 TRIGGER_SHOWN = 20
 # Intents that end whatever build or readiness wait is running: the result would be thrown away.
+# The config's default `platform.build_timeout`: a cold build of a large module takes minutes.
+BUILD_TIMEOUT = 600.0
 _INTERRUPTING = (i.Stop, i.Enter)
 
 
@@ -46,6 +49,7 @@ class PlatformOwner:
         target: PlatformTarget,
         *,
         debounce: float,
+        build_timeout: float = BUILD_TIMEOUT,
         on_build_line: Callable[[str], None] = lambda line: None,
         on_built: Callable[[PlatformTarget], None] = lambda target: None,
         on_state: Callable[[], None] = lambda: None,
@@ -54,6 +58,9 @@ class PlatformOwner:
         call_later: Callable[..., asyncio.TimerHandle] | None = None,
     ) -> None:
         self.target = target
+        # A build that never ends (a hung generator, a prompt) must end as build_failed; the
+        # stack owner sets this from `platform.build_timeout` (live reloads included).
+        self.build_timeout = build_timeout
         self.state = PlatformState.STOPPED
         self.restarts = 0
         self.last_build: BuildInfo | None = None
@@ -256,7 +263,7 @@ class PlatformOwner:
         t_build = self._clock()
         self._set(PlatformState.BUILDING)
         log.info("build.started", trigger=trigger, mode=target.mode)
-        build = asyncio.ensure_future(target.build(self._on_build_line))
+        build = asyncio.ensure_future(self._bounded_build(target))
         held: list[i.Intent] = []
         superseded = False
         while (intent := await self._next_or(build)) is not None:
@@ -311,6 +318,19 @@ class PlatformOwner:
         log.info("build.succeeded", trigger=trigger, duration=round(duration, 4))
         self._on_built(target)
         return await self._swap(target, trigger, first_at, max(0.0, t_build - first_at), duration)
+
+    async def _bounded_build(self, target: PlatformTarget) -> BuildResult:
+        """`target`'s build within `build_timeout`; past it, a failed build that says so (the
+        cancellation kills the build's process tree)."""
+        limit = self.build_timeout
+        started = self._clock()
+        try:
+            async with asyncio.timeout(limit):
+                return await target.build(self._on_build_line)
+        except TimeoutError:
+            log.error("build.timed_out", after=limit, mode=target.mode)
+            reason = f"build timed out after {limit:g}s"
+            return BuildResult(False, -1, self._clock() - started, (reason,))
 
     async def _swap(
         self,

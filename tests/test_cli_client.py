@@ -118,6 +118,7 @@ def checkout(tmp_path: Path) -> Path:
         ("events",),
         ("logs", "-n", "5"),
         ("status", "--project", PROJECT),
+        ("ls",),
     ],
 )
 def test_client_commands_import_nothing_heavy(

@@ -1,9 +1,10 @@
 """Which daemon a client command talks to (PRODUCT.md, "Client commands" and "Instances").
 
-In this order: `--instance NAME` (`--project` is its alias); else the config found as `run` finds
-it, read leniently and without YAML (`config.identity`: its `instance:`, else its `project:`),
-so a config with errors elsewhere never cuts a client off; else the only socket in the socket
-directory.
+In this order: `--instance NAME` (`--project` is its alias); else the instance of the config
+found as `run` finds it, read leniently and without YAML (`config.identity`), so a config with
+errors elsewhere never cuts a client off: its `instance:`, else derived as `run` derives it
+(`instance.derive`: the project, or `<project>-<slug>` in a linked git worktree); else the only
+socket in the socket directory.
 """
 
 from __future__ import annotations

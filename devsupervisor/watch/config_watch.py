@@ -19,7 +19,10 @@ def watched_files(config: Config) -> dict[Path, set[str]]:
     """Directory -> file names in it that matter (config file, every compose file, .env)."""
     dirs: dict[Path, set[str]] = {}
     if config.source is not None:
-        dirs.setdefault(config.source.parent.resolve(), set()).add(config.source.name)
+        # A symlinked config (kept with one's dotfiles) is edited at its target: watch both the
+        # link (replaced by `ln -sf`) and the file it points to.
+        for path in (config.source.absolute(), config.source.resolve()):
+            dirs.setdefault(path.parent.resolve(), set()).add(path.name)
     names = {*config.compose.files, *(f for s in config.stacks.values() for f in s.files)}
     if names:
         directory = config.compose.directory.resolve()

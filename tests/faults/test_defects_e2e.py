@@ -8,13 +8,15 @@ import json
 import signal
 import stat
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.faults.conftest import Marked
 from tests.faults.support import marked_processes, start_under, wait_none_marked
-from tests.harness import FIXTURES, wait_until
+from tests.harness import FIXTURES, wait_until, write_atomic
 
 pytestmark = pytest.mark.faults
 
@@ -222,4 +224,95 @@ def test_double_forked_helper_is_gone_after_stop(marked: Marked) -> None:
         )
 
     wait_until(helper_reparented, what="the helper re-parented to devsup")
+    _stop_cleanly(marked)
+
+
+# --- 3. hostile config on a live reload --------------------------------------------------------
+
+# Time from the save to `status.config_error`, measured below; well under a second is the goal.
+CONFIG_INVALID_WITHIN = 1.0
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    lines = ["project: bomb", 'x0: &x0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for n in range(1, levels):
+        lines.append(f"x{n}: &x{n} [" + ",".join([f"*x{n - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE = {
+    "alias bomb": (_alias_bomb(), "alias"),
+    "deep nesting": ("[" * 5000 + "]" * 5000 + "\n", "deep"),
+    "oversized": ("project: x\n" + "# padding\n" * 120_000, "size limit"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_hostile_config_edit_is_config_invalid_at_once(marked: Marked, case: str) -> None:
+    """An alias bomb, 5,000-deep nesting or a 1 MB file saved over the running config:
+    `config.invalid` with one line naming the limit, in well under a second, memory bounded,
+    status small; the running platform stays and a good edit is applied again."""
+    text, word = HOSTILE[case]
+    daemon = marked.daemon
+    daemon.start()
+    pid = daemon.wait_platform("running")["platform"]["pid"]
+    assert daemon.proc is not None
+    good = marked.project.config.read_text()
+    write_atomic(marked.project.config, text)
+    saved = time.monotonic()
+    status = wait_until(lambda: (s := daemon.status())["config_error"] and s, timeout=10)
+    took = time.monotonic() - saved
+    error = status["config_error"]
+    assert "\n" not in error and word in error.lower(), error
+    assert took < CONFIG_INVALID_WITHIN, f"config.invalid after {took:.3f}s"
+    assert status["platform"]["pid"] == pid and marked.project.version() == "v1"
+    rss = psutil.Process(daemon.proc.pid).memory_info().rss
+    assert rss < 150 * 2**20, f"daemon RSS {rss / 2**20:.0f} MB"
+    with daemon.client() as c:
+        reply = c.call("status")
+    assert len(json.dumps(reply)) < 64 * 1024
+    write_atomic(marked.project.config, good.replace('"stop_timeout": 2', '"stop_timeout": 3'))
+    wait_until(lambda: daemon.status()["config_error"] is None, what="error cleared")
+    _stop_cleanly(marked)
+
+
+# --- 4. an unparsable `run` arrives by live reload ---------------------------------------------
+
+
+def test_unbalanced_quote_by_live_reload_leaves_nothing_untracked(marked: Marked) -> None:
+    """A `run` with an unbalanced quote saved over a running config: the old platform is
+    stopped, sh's syntax error is the new one's exit, the daemon keeps answering and `stop`
+    leaves nothing."""
+    daemon = marked.daemon
+    daemon.start()
+    old = daemon.wait_platform("running")["platform"]["pid"]
+    marked.project.run = "exec ./bin/platform 'oops"
+    marked.project.write_config()
+    exited = daemon.wait_event("platform.exited")[0]
+    assert exited["exit_code"] == 2
+    wait_until(lambda: not psutil.pid_exists(old), what="the old platform stopped")
+    assert daemon.status()["config_error"] is None
+    _stop_cleanly(marked)
+
+
+# --- 11. a symlinked config ---------------------------------------------------------------------
+
+
+def test_symlinked_config_is_live_reloaded_through_its_target(
+    marked: Marked, tmp_path: Path
+) -> None:
+    """`devsup.yaml` is a symlink to a file elsewhere: editing the target is a live reload."""
+    project = marked.project
+    elsewhere = tmp_path / "dotfiles"
+    elsewhere.mkdir()
+    target = elsewhere / "real.yaml"
+    target.write_text(project.config.read_text())
+    project.config.unlink()
+    project.config.symlink_to(target)
+    daemon = marked.daemon
+    daemon.start()
+    daemon.wait_platform("running")
+    write_atomic(target, target.read_text().replace('"stop_timeout": 2', '"stop_timeout": 3'))
+    reloaded = daemon.wait_event("config.reloaded", timeout=10)[0]
+    assert "platform" in reloaded["changed"]
     _stop_cleanly(marked)

@@ -252,7 +252,9 @@ class Orchestrator:
         sources changed since the last successful build in that mode. What runs now keeps
         serving until the new one is built (and at all if its build fails)."""
         mode = self.config.stacks[name].platform
-        stale = self._builds.get(mode) != await self._fingerprint()
+        built = self._builds.get(mode)
+        # Nothing built in this mode yet: build at once, without waiting for the source index.
+        stale = built is None or built != await self._fingerprint()
         target = self._make_target(self.config, name)
         ok = await self.platform.ask(lambda outcome: intents.Enter(target, stale, outcome))
         if not ok and self.stack_error is None:

@@ -24,7 +24,12 @@ from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, WatchDe
 from devsupervisor.watch.content_hash import hash_file
 from devsupervisor.watch.ignore import PathFilter, is_editor_temp
 from devsupervisor.watch.scan import RACY_WINDOW_NS
-from devsupervisor.watch.watcher import OverflowAwareObserver, SourceWatcher, file_clock_ns
+from devsupervisor.watch.watcher import (
+    INDEXER_THREAD,
+    OverflowAwareObserver,
+    SourceWatcher,
+    file_clock_ns,
+)
 
 GO_INCLUDE = ("**/*.go", "go.mod", "go.sum")
 QUEUE_LIMIT = Path("/proc/sys/fs/inotify/max_queued_events")
@@ -539,7 +544,7 @@ class GatedHasher:
         self._open = threading.Event()
 
     def __call__(self, path: str) -> bytes | None:
-        if threading.current_thread().name == "devsup-index":
+        if threading.current_thread().name == INDEXER_THREAD:
             self.reached.set()
             assert self._open.wait(DEADLINE)
         return hash_file(path)

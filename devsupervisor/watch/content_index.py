@@ -81,6 +81,11 @@ class ContentIndex:
         """The entries of one directory (a copy: name -> entry)."""
         return dict(self._dirs.get(directory, {}))
 
+    def take(self, directory: str) -> dict[str, bytes]:
+        """Remove and return the entries of one directory (name -> entry): moving entries from
+        a loaded index into the live one keeps one copy of each in memory, not two."""
+        return self._dirs.pop(directory, {})
+
     def below(self, directory: str) -> list[str]:
         """Paths of every entry in `directory` or under it."""
         prefix = directory.rstrip(os.sep) + os.sep

@@ -6,14 +6,14 @@ event names and reports only paths whose bytes differ from the index (appeared a
 files included), so a touch, a same-content rewrite or a checkout that restores the same bytes
 reports nothing.
 
-Start before indexing: `start()` returns once the inotify watches are in place; the index is
-built by a thread meanwhile, so the first build need not wait for it. The index is persisted
+Start before indexing: `start()` returns at once; a thread puts the inotify watches in place and
+then builds the index, so the first build waits for neither. The index is persisted
 (`index_path`) and an entry whose stat signature is unchanged is reused without a read, so a
 restart hashes only what changed while the daemon was away. `await fingerprint()` waits for the
-index. No change made while the index is built is lost: an event for a file the indexer has not
-reached yet counts as a change (its old content is unknown), and the indexer itself reports a
-file whose change time is after the watcher started (a change the build may not have seen, whose
-event may have arrived before the indexer read the file).
+index. No change made from `start()` on is lost: a change after the watches are in place has an
+event, and one for a file the indexer has not read yet counts as a change (its old content is
+unknown); a file the indexer finds changed after `start()` (before its watch existed, or with
+its event still in flight) is reported by the indexer itself.
 
 A file is hashed when it is complete: when its writer closes it, or when it is renamed into place
 (an atomic rename save reports the file once, with its final content). A file that is created,
@@ -21,11 +21,11 @@ deleted or renamed away may be in the middle of a rewrite (git checkout unlinks 
 some editors rename the old copy away first), so it waits for its close event, or at most
 SETTLE_GRACE, before it is looked at.
 
-Threads: the observer thread handles events; the indexer thread builds the first index; a timer
-thread settles deferred paths; `rescan()` may run in any thread. One lock guards the index and
-the filters; the indexer takes it per directory, never while it reads files. Changes reach the
-event loop only through `loop.call_soon_threadsafe`; paths reported while the loop is busy are
-merged into one batch.
+Threads: the observer thread handles events; the indexer thread sets up the watches and builds
+the first index; a timer thread settles deferred paths; `rescan()` may run in any thread. One
+lock guards the index and the filters; the indexer takes it per directory, never while it reads
+files. Changes reach the event loop only through `loop.call_soon_threadsafe`; paths reported
+while the loop is busy are merged into one batch.
 
 Budget: one observer (`inotify_observer.OverflowAwareObserver`), so one inotify instance, and one
 recursive watch per root. When the kernel's event queue overflows, the observer queues a
@@ -89,6 +89,7 @@ SETTLE_GRACE = 0.05
 # (or a finer one, never earlier). A change made after a reading of it has a ctime >= that
 # reading; a change up to one tick (1-10 ms) before it may too, and counts as a change.
 CLOCK_REALTIME_COARSE = 5
+INDEXER_THREAD = "devsup-index"
 # Stands for "content unknown" while the index is built: equal to no digest.
 UNKNOWN = b"?"
 
@@ -192,35 +193,19 @@ class SourceWatcher:
         return self._observer
 
     def start(self) -> None:
-        """Put the watches in place, then build the index in a thread; returns before that."""
-        started = time.monotonic()
+        """Start watching; returns at once. A thread puts the watches in place, then builds the
+        index: neither delays the first build (see the module docstring for why nothing is lost).
+        """
+        # A build can only start after this returns: what changes from now on, it may not see.
+        self._started_ns = file_clock_ns()
         with self._lock:
             self._filters = self._make_filters()
             self._indexing = True
-            observer = self._observer_factory()
-            try:
-                handler = _Handler(self._handle_event)
-                for root in self._roots:
-                    observer.schedule(
-                        handler, str(root), recursive=self._recursive, event_filter=WATCHED_EVENTS
-                    )
-                observer.start()
-            except BaseException:
-                # The observer owns threads and an inotify instance even before it starts.
-                observer.stop()
-                if observer.is_alive():
-                    observer.join()
-                raise
-            self._observer = observer
-        # A build can only start after this returns: what changed after now, it may not see.
-        self._started_ns = file_clock_ns()
-        self._indexer = threading.Thread(target=self._build_index, name="devsup-index", daemon=True)
-        self._indexer.start()
-        log.info(
-            "watch.started",
-            roots=[str(r) for r in self._roots],
-            duration=round(time.monotonic() - started, 3),
+        self._observer = self._observer_factory()
+        self._indexer = threading.Thread(
+            target=self._watch_and_index, name=INDEXER_THREAD, daemon=True
         )
+        self._indexer.start()
 
     def wait_indexed(self, timeout: float | None = None) -> bool:
         """Block (a thread, never the loop) until the first index is complete."""
@@ -232,11 +217,11 @@ class SourceWatcher:
         if observer is None:
             return
         self._stopping.set()
+        if self._indexer is not None:
+            self._indexer.join()  # it checks _stopping between directories
         observer.stop()
         if observer.is_alive():
             observer.join()
-        if self._indexer is not None:
-            self._indexer.join()
         with self._lock:
             timer, self._settle_timer = self._settle_timer, None
             complete = not self._indexing
@@ -293,6 +278,28 @@ class SourceWatcher:
 
     # Indexer thread.
 
+    def _watch_and_index(self) -> None:
+        started = time.monotonic()
+        observer = self._observer
+        try:
+            assert observer is not None
+            handler = _Handler(self._handle_event)
+            for root in self._roots:
+                observer.schedule(
+                    handler, str(root), recursive=self._recursive, event_filter=WATCHED_EVENTS
+                )
+            observer.start()
+        except Exception as exc:
+            # Without watches no change is seen; the index still serves fingerprint().
+            log.error("watch.failed", roots=[str(r) for r in self._roots], error=str(exc))
+        else:
+            log.info(
+                "watch.started",
+                roots=[str(r) for r in self._roots],
+                duration=round(time.monotonic() - started, 3),
+            )
+        self._build_index()
+
     def _build_index(self) -> None:
         started = time.monotonic()
         saved = ContentIndex.load(self._index_path) if self._index_path else ContentIndex()
@@ -330,7 +337,7 @@ class SourceWatcher:
         self, directory: str, names: list[str], saved: ContentIndex, since: int
     ) -> int:
         """Index the watched files of one directory; returns how many were read."""
-        known = saved.directory(directory)
+        known = saved.take(directory)
         fresh: dict[str, bytes] = {}
         late: list[str] = []
         hashed = 0

@@ -339,3 +339,24 @@ def test_double_forked_helper_is_stopped_with_the_platform(tmp_path: Path) -> No
     finally:
         for proc in _marked(marker):
             proc.kill()
+
+
+def test_devsup_stop_stops_a_double_forked_helper(
+    daemon: DaemonProcess, fake_project: FakeProject
+) -> None:
+    """Through `devsup run`: the helper comes back to the daemon and `devsup stop` ends it."""
+    marker = f"helper-{uuid.uuid4().hex[:8]}"
+    sleeper = f"{sys.executable} -c 'import time; time.sleep(300)'"
+    fake_project.run = f"(setsid {sleeper} {marker} &); {fake_project.run}"
+    fake_project.write_config()
+    try:
+        _start(daemon, fake_project)
+        assert daemon.proc is not None
+        helper = wait_until(lambda: _marked(marker), what="the helper running")[0]
+        assert helper.ppid() == daemon.proc.pid  # re-parented to the subreaper, not to init
+        assert daemon.cli("stop").returncode == 0
+        assert daemon.proc.wait(timeout=20) == 0
+        assert _marked(marker) == []
+    finally:
+        for proc in _marked(marker):
+            proc.kill()

@@ -58,6 +58,8 @@ class SteadyClient:
     versions: set[str] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    # Held around each request: `between_requests` takes it to act while none is in flight.
+    _turn: threading.Lock = field(default_factory=threading.Lock)
 
     def request(self) -> str:
         family, address = self.connect
@@ -75,12 +77,20 @@ class SteadyClient:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.versions.add(self.request())
-                self.ok += 1
-            except OSError as exc:
-                self.failures.append(f"{time.monotonic():.3f} {exc!r}")
+            with self._turn:
+                try:
+                    self.versions.add(self.request())
+                    self.ok += 1
+                except OSError as exc:
+                    self.failures.append(f"{time.monotonic():.3f} {exc!r}")
             self._stop.wait(REQUEST_INTERVAL)
+
+    def between_requests(self, action: Callable[[], None]) -> None:
+        """Run `action` while no request is in flight: a SIGKILL then tests what devsup
+        promises (no connection refused while nothing serves), not the loss of the request the
+        killed process itself was answering, which no supervisor can save."""
+        with self._turn:
+            action()
 
     def __enter__(self) -> SteadyClient:
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -159,7 +169,6 @@ def test_listen_pid_is_the_platform_and_holds_the_socket(
             assert env["LISTEN_PID"] == str(pid)
             assert env["LISTEN_FDS"] == "1" and env["LISTEN_FDNAMES"] == f"127.0.0.1-{port}"
             listeners = target.listeners
-            assert listeners is not None
             held = os.readlink(f"/proc/self/fd/{listeners.fds()[0]}")
             # The Go example moves fd 3 to a descriptor of its own (net.FileListener).
             fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
@@ -167,7 +176,6 @@ def test_listen_pid_is_the_platform_and_holds_the_socket(
             assert target.notify_status == "serving v1 on 1 socket(s)"
         finally:
             await target.stop()
-            assert target.listeners is not None
             target.listeners.close()
 
     asyncio.run(main())
@@ -193,7 +201,7 @@ def test_zero_failed_requests_over_reloads_and_kills(go_platform: Path, runtime_
                 if i in (5, 11):
                     pid = target.pid
                     assert pid is not None
-                    os.kill(pid, signal.SIGKILL)
+                    client.between_requests(lambda pid=pid: os.kill(pid, signal.SIGKILL))
                     await _wait_exit(target)
                     await target.stop()  # the crash restart: same sockets, new process
                     await target.start()
@@ -219,10 +227,11 @@ def test_stop_then_start_keeps_clients_waiting_in_the_backlog(
 ) -> None:
     """Without notify, swaps are stop-then-start on the held socket: still no failed request."""
     port = free_port()
-    listeners = Listeners([f"127.0.0.1:{port}"])
+    listen = [f"127.0.0.1:{port}"]
+    listeners = Listeners(listen)
 
     async def main(client: SteadyClient) -> None:
-        config = _config(runtime_dir, f"exec {go_platform}", [], notify=False)
+        config = _config(runtime_dir, f"exec {go_platform}", listen, notify=False)
         target = _target(config, runtime_dir, listeners=listeners)
         assert not target.overlap_swap
         for i in range(10):

@@ -19,7 +19,7 @@ from devsupervisor.config.model import BinaryConfig, PlatformMode
 from devsupervisor.logs.pipeline import get_logger
 from devsupervisor.paths import socket_dir
 from devsupervisor.platform.build import BuildResult, run_command
-from devsupervisor.platform.listeners import Listeners
+from devsupervisor.platform.listeners import DAEMON_LISTENERS, Listeners
 from devsupervisor.platform.notify_socket import NotifySocket
 from devsupervisor.platform.process import ProcessIdentity, stop_tree
 from devsupervisor.platform.ready import LogMatcher, wait_ready
@@ -86,15 +86,15 @@ class BinaryTarget:
     ) -> None:
         """
         Args:
-            listeners: the daemon's held `listen` sockets, shared by every target it makes; when
-                None and the config lists addresses, the first `start` binds them (and this
-                target and its forks hold them).
+            listeners: the held `listen` sockets, shared by every target of the daemon
+                (default: `DAEMON_LISTENERS`); each `start` makes them match this config's
+                `listen` (binding what is new, keeping what is unchanged).
             runtime_dir: where per-process NOTIFY_SOCKETs go (devsup's socket directory).
             on_status: called with each `STATUS=` text the process sends.
         """
         self._config = config
         self._on_output = on_output
-        self._listeners = listeners
+        self._listeners = listeners if listeners is not None else DAEMON_LISTENERS
         self._runtime_dir = runtime_dir
         self._on_status = on_status
         self._proc: ShellProcess | None = None
@@ -123,7 +123,7 @@ class BinaryTarget:
         return bool(self._config.listen) and self.uses_notify
 
     @property
-    def listeners(self) -> Listeners | None:
+    def listeners(self) -> Listeners:
         return self._listeners
 
     def fork(self) -> BinaryTarget:
@@ -131,22 +131,12 @@ class BinaryTarget:
         twin = BinaryTarget(
             self._config,
             on_output=self._on_output,
-            listeners=self._ensure_listeners(),
+            listeners=self._listeners,
             runtime_dir=self._runtime_dir,
             on_status=self._on_status,
         )
         twin.set_exit_sink(self._exit_sink)
         return twin
-
-    def _ensure_listeners(self) -> Listeners | None:
-        """The held sockets, bound on first use.
-
-        Raises:
-            ListenError: an address is taken ("platform.binary.listen: ADDR is already in use").
-        """
-        if self._listeners is None and self._config.listen:
-            self._listeners = Listeners(self._config.listen)
-        return self._listeners
 
     # -- artefact ---------------------------------------------------------------------------
 
@@ -204,9 +194,11 @@ class BinaryTarget:
         """Start one process of the last build.
 
         Raises:
-            ListenError: the held sockets could not be bound (first start only).
+            ListenError: a `listen` address could not be bound ("platform.binary.listen: ADDR is
+                already in use"); the sockets already held stay held.
         """
-        listeners = self._ensure_listeners()
+        listeners = self._listeners
+        listeners.update(self._config.listen)
         ready = self._config.ready
         self._matcher = LogMatcher(ready.target) if ready and ready.kind == "log" else None
         self._stopping = False

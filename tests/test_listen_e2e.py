@@ -115,3 +115,33 @@ def test_port_taken_by_a_stranger_is_reported(tmp_path: Path, project_name: str)
             assert daemon.status()["platform"]["state"] in ("crashed", "crashloop", "starting")
         finally:
             assert daemon.stop() == 0, daemon.log_tail()
+
+
+def test_new_build_crashing_on_start_leaves_the_old_one_serving(
+    tmp_path: Path, project_name: str
+) -> None:
+    """Overlap swap: a new build that exits at start never takes over; the old process serves
+    on, no request fails, and the next good edit swaps in."""
+    port = free_port()
+    config = _go_project(tmp_path, project_name, [f"127.0.0.1:{port}"])
+    main = tmp_path / "platform-services" / "cmd" / "main.go"
+    daemon = DaemonProcess(config, project=project_name)
+    try:
+        daemon.start()
+        old = daemon.wait_platform("running", timeout=120)["platform"]["pid"]
+        good = main.read_text()
+        with SteadyClient((socket.AF_INET, ("127.0.0.1", port))) as client:
+            write_atomic(main, good.replace("func main() {", "func main() {\n\tos.Exit(3)", 1))
+            failed = daemon.wait_event("platform.swap_failed", timeout=60)[0]
+            assert failed["kept"] == old
+            status = daemon.wait_platform("running")
+            assert status["platform"]["pid"] == old
+            write_atomic(main, good.replace('const version = "v1"', 'const version = "v2"'))
+            wait_until(lambda: "v2" in client.versions, timeout=60, what="v2 served")
+            served = client.ok
+            wait_until(lambda: client.ok > served + 5, what="requests after the swap")
+            client.stop()
+        assert client.failures == [], client.failures[:5]
+        assert client.versions == {"v1", "v2"}
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()

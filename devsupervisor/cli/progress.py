@@ -1,9 +1,10 @@
 """Progress for long CLI operations (`switch`, `rebuild`): what the daemon does, as it does it.
 
-While the request runs, a second connection follows the daemon's events and prints the ones
-that tell progress (services starting, builds, the platform coming up), escaped (`terminal`).
-On a TTY a live status line shows the elapsed time; elsewhere (CI logs, pipes) only plain lines
-are printed.
+While the request runs, a second connection follows the daemon's events and prints, escaped
+(`terminal`), the ones that tell progress (services starting, builds, the platform coming up)
+and happened since the request began: a follow stream starts with recent events, so those from
+before are skipped and those between the request and the subscription are kept. On a TTY a
+live status line shows the elapsed time; elsewhere (CI logs, pipes) only plain lines are printed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
@@ -36,6 +38,15 @@ SHOWN = (
 TICK = 0.1
 
 
+def happened_before(event: dict[str, Any], moment: float) -> bool:
+    """Whether the event's `ts` (ISO 8601 UTC) is before `moment` (a time.time() value);
+    False when it has no readable `ts`, so such an event is shown rather than lost."""
+    try:
+        return datetime.fromisoformat(str(event["ts"])).timestamp() < moment
+    except (KeyError, ValueError):
+        return False
+
+
 def describe(event: dict[str, Any]) -> str:
     name = str(event.get("event", ""))
     details = []
@@ -57,12 +68,14 @@ class Progress:
         self._out = out
         self._tty = out.isatty()
         self._started = time.monotonic()
+        self._since = time.time()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._client: Client | None = None
         self._threads: list[threading.Thread] = []
 
     def __enter__(self) -> Progress:
+        self._since = time.time()  # the request is sent after this: earlier events are history
         self._client = Client(self._socket, timeout=None)
         self._threads.append(threading.Thread(target=self._follow, daemon=True))
         if self._tty:
@@ -99,6 +112,8 @@ class Progress:
             for event in self._client.stream("events", {"follow": True}):
                 if self._stop.is_set():
                     return
+                if happened_before(event, self._since):
+                    continue
                 if str(event.get("event", "")).startswith(SHOWN):
                     prefix = "\r\x1b[K" if self._tty else ""
                     self._write(f"{prefix}[{self._elapsed()}] {escape(describe(event))}\n")

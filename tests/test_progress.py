@@ -1,0 +1,72 @@
+"""Progress lines of `switch`/`rebuild`: only what happened since the request, escaped."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devsupervisor.cli.progress import Progress
+from devsupervisor.control.protocol import Request
+from devsupervisor.control.server import ControlServer
+from devsupervisor.logs.pipeline import utc_iso
+
+
+class History:
+    """An events stream that starts with recent history, like the daemon's `events -f`."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    async def __call__(self, req: Request) -> AsyncIterator[dict[str, Any]]:
+        async def events() -> AsyncIterator[dict[str, Any]]:
+            yield {"ts": utc_iso(self.now - 60), "event": "build.started", "trigger": ["old"]}
+            yield {"ts": utc_iso(self.now + 600), "event": "build.started", "trigger": ["new"]}
+            yield {"ts": utc_iso(self.now + 600), "event": "change.detected"}  # not a progress line
+            yield {"event": "platform.ready", "pid": "\x1b[31m7"}  # no ts: shown, escaped
+            await asyncio.Event().wait()  # then nothing, until the client leaves
+
+        return events()
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[ControlServer, History]]:
+    runtime = Path(tempfile.mkdtemp(prefix="dsp-"))
+    history = History()
+    loop = asyncio.new_event_loop()
+    control = ControlServer(runtime / "devsup" / "p.sock", history)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(control.start(), loop).result(10)
+        yield control, history
+        asyncio.run_coroutine_threadsafe(control.close(), loop).result(10)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_progress_skips_history_and_escapes(server: tuple[ControlServer, History]) -> None:
+    """Events from before the request are not shown; later ones are, with their text escaped."""
+    control, _ = server
+    out = io.StringIO()
+    with Progress(control.path, "rebuilding", out=out):
+        deadline = time.monotonic() + 10
+        while "platform.ready" not in out.getvalue():
+            assert time.monotonic() < deadline, out.getvalue()
+            time.sleep(0.01)
+    lines = out.getvalue().splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        "build.started trigger=new",
+        "platform.ready pid=\\x1b[31m7",
+    ]

@@ -47,6 +47,7 @@ from devsupervisor.platform.process import set_child_subreaper
 from devsupervisor.platform.records import live_records, stop_leftovers
 from devsupervisor.platform.target import PlatformTarget
 from devsupervisor.ports import PortsExhausted
+from devsupervisor.stack.engine_connection import EngineConnection
 from devsupervisor.stack.services import StackServices
 from devsupervisor.statefile import StateStore
 from devsupervisor.status_types import Status
@@ -103,6 +104,11 @@ class Daemon:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: SourceWatcher | None = None
         self._definitions: ConfigWatch | None = None
+        # Started before anything talks to Docker: for ssh:// it points DOCKER_HOST at its tunnel.
+        self.engine = EngineConnection(
+            config.engine.host if config.engine is not None else None,
+            paths.socket_dir() / f"engine-{self.instance}",
+        )
         self.services = StackServices(
             config,
             on_output=_compose_output,
@@ -110,6 +116,7 @@ class Daemon:
             on_dependency_restarted=self._on_dependency_restarted,
             on_lost=self._on_docker_lost,
             on_back=self._on_docker_back,
+            before_up=self.engine.prepare,
         )
         self.orchestrator = Orchestrator(
             config,
@@ -204,6 +211,7 @@ class Daemon:
                 dashboard=self.dashboard.url,
             )
             await self._stop_previous_platforms()
+            await self.engine.start()
             self.services.start()
             await self._start_watcher()
             self._definitions = ConfigWatch(
@@ -215,6 +223,7 @@ class Daemon:
             await self.should_exit.wait()
             await self._shutdown()
         finally:
+            await self.engine.stop()
             await self.dashboard.close()
             await self._server.close()
             self._remove_signal_handlers()
@@ -390,7 +399,8 @@ class Daemon:
                 "paths": [str(p) for p in self.config.platform.watch.paths],
                 "pending": orchestrator.platform.scheduler.pending,
             },
-            "docker": orchestrator.docker_status(),
+            "docker": (docker := orchestrator.docker_status()),
+            "engine": self.engine.status(docker["available"]),
             "config_error": self.config_error,
             "state_error": self.state.error,
             "dashboard": self.dashboard.status(),

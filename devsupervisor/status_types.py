@@ -59,6 +59,12 @@ class DockerStatus(TypedDict):
     error: str | None
 
 
+class EngineStatus(TypedDict):
+    host: str
+    connected: bool
+    warnings: list[str]  # bind mounts of this machine's paths, ports that could not forward
+
+
 class DaemonStatus(TypedDict):
     pid: int
     version: str
@@ -82,6 +88,7 @@ class Status(TypedDict):
     services: list[ServiceStatus]
     watcher: WatcherStatus
     docker: DockerStatus
+    engine: EngineStatus
     config_error: str | None
     # Why the state file could not be written (devsup goes on without it), else None.
     state_error: str | None

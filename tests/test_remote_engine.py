@@ -304,24 +304,36 @@ def test_published_ports_are_forwarded_and_cancelled(remote: RemoteHost, runtime
 def test_a_local_port_in_use_is_an_error_naming_the_service(
     remote: RemoteHost, runtime_dir: Path
 ) -> None:
-    """A port already taken here is reported with the service's name; the other ports forward."""
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        taken = squatter.getsockname()[1]
-        other = free_port()
+    """A port taken here is reported with the service's name, the others forward, and it is
+    forwarded once it is free (a host platform a switch stops frees its port)."""
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    other = free_port()
 
-        async def scenario() -> list[str]:
-            tunnel = tunnel_to(remote, runtime_dir)
-            await tunnel.start()
-            try:
-                problems = await tunnel.set_forwards({taken: "postgres", other: "redpanda"})
-                assert tunnel.forwarded == {other}
-                return problems
-            finally:
-                await tunnel.stop()
+    async def scenario() -> list[str]:
+        tunnel = tunnel_to(remote, runtime_dir)
+        await tunnel.start()
+        try:
+            problems = await tunnel.set_forwards({taken: "postgres", other: "redpanda"})
+            assert tunnel.forwarded == {other}
+            assert list(tunnel.problems) == [taken]
+            squatter.close()
 
+            async def both() -> bool:
+                return tunnel.forwarded == {taken, other}
+
+            await until(both, 10, "the freed port forwarded")
+            assert tunnel.problems == {}
+            return problems
+        finally:
+            await tunnel.stop()
+
+    try:
         problems = run(scenario())
+    finally:
+        squatter.close()
     assert len(problems) == 1
     assert "service postgres" in problems[0] and f"port {taken}" in problems[0]
     assert "already in use" in problems[0]

@@ -16,23 +16,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
 
 from devsupervisor.errors import DevsupError
 from devsupervisor.logs.pipeline import get_logger
 from devsupervisor.stack import compose_model, engine
 from devsupervisor.stack.ssh_tunnel import SshTunnel
+from devsupervisor.status_types import EngineStatus
 
 if TYPE_CHECKING:
     from devsupervisor.stack.compose import Compose
 
 log = get_logger()
-
-
-class EngineStatus(TypedDict):
-    host: str
-    connected: bool
-    warnings: list[str]
 
 
 class EngineConnection:
@@ -57,7 +52,6 @@ class EngineConnection:
                 destination, runtime_dir, on_lost=on_lost, on_back=on_back, ssh=ssh
             )
         self.bind_mounts: list[compose_model.BindMount] = []
-        self.forward_problems: list[str] = []
 
     @property
     def is_remote(self) -> bool:
@@ -115,12 +109,13 @@ class EngineConnection:
                 message=mount.sentence(),
             )
         wanted = compose_model.published_ports(model, services)
-        self.forward_problems = await self.tunnel.set_forwards(wanted)
-        for problem in self.forward_problems:
-            log.error("stack.forward_failed", problem=problem)
+        # Problems are logged (once each) and retried by the tunnel; `status` shows what remains.
+        await self.tunnel.set_forwards(wanted)
 
     def status(self, docker_available: bool) -> EngineStatus:
         """`{"host", "connected", "warnings"}`; a local engine is connected when it answers."""
         connected = self.tunnel.connected if self.tunnel is not None else docker_available
-        warnings = [m.sentence() for m in self.bind_mounts] + self.forward_problems
+        warnings = [m.sentence() for m in self.bind_mounts]
+        if self.tunnel is not None:
+            warnings += [self.tunnel.problems[port] for port in sorted(self.tunnel.problems)]
         return {"host": self.address.host, "connected": connected, "warnings": warnings}

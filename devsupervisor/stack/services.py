@@ -9,7 +9,7 @@ every call is a cheap no-op and the docker SDK is never imported.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from devsupervisor.config.model import Config
@@ -36,8 +36,11 @@ class StackServices:
         on_dependency_restarted: Callable[[str], None],
         on_lost: Callable[[str], None],
         on_back: Callable[[], Coroutine[Any, Any, None]],
+        before_up: Callable[[Compose, list[str]], Awaitable[None]] | None = None,
     ) -> None:
         self._on_output = on_output
+        # A remote engine forwards the stack's ports and reports its bind mounts here.
+        self._before_up = before_up
         self.manager = StackManager(config, on_output=on_output)
         self.deps: DockerWatch | None = None
         if uses_compose(config):
@@ -93,6 +96,13 @@ class StackServices:
             # Supervise the new set before the old one's extra services are removed, so their
             # removal is not taken for crashes.
             self.deps.supervisor.set_services(services)
+        if self._before_up is not None:
+            # What will publish ports: the services, and the platform when it is a container.
+            config = self.manager.config
+            platform = (
+                [self.platform_service] if config.stacks[stack].platform == "container" else []
+            )
+            await self._before_up(self.compose_for(stack), [*services, *platform])
         await self.manager.bring_up(stack, previous, wait=self.deps is None)
         if self.deps is not None:
             await self.deps.wait_up(services, UP_TIMEOUT)

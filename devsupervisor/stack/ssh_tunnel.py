@@ -43,6 +43,9 @@ CONNECT_POLL = 0.05
 MUX_TIMEOUT = 15.0
 # SIGTERM, then SIGKILL after this long.
 STOP_GRACE = 5.0
+# A port that could not be forwarded (taken here, often by the host-binary platform a switch is
+# about to stop) is tried again this often until it works or is no longer wanted.
+FORWARD_RETRY = 1.0
 # A few of ssh's last stderr lines explain why it exited.
 STDERR_LINES = 20
 # Reconnecting: quick first retry, then doubling to a 10 s cap, forever (a laptop off the VPN for
@@ -86,6 +89,8 @@ class SshTunnel:
         self.error: str | None = None  # why the tunnel is down, None while connected
         self._wanted: dict[int, str] = {}  # port -> service, as last asked for
         self._forwarded: set[int] = set()  # ports the current master forwards
+        self.problems: dict[int, str] = {}  # wanted ports not forwarded: why, in a sentence
+        self._retrier: asyncio.Task[None] | None = None
 
     @property
     def docker_host(self) -> str:
@@ -95,6 +100,9 @@ class SshTunnel:
     @property
     def forwarded(self) -> frozenset[int]:
         return frozenset(self._forwarded)
+
+    def _start_retrier(self) -> None:
+        self._retrier = asyncio.create_task(self._retry_forwards(), name="ssh-forwards")
 
     async def start(self, *, retry: bool = False) -> None:
         """Connect; return once the remote engine answers through the tunnel.
@@ -117,16 +125,19 @@ class SshTunnel:
                 raise
             self._lost(str(exc))
             self._supervisor = asyncio.create_task(self._supervise(connected=False))
+            self._start_retrier()
             return
         self._supervisor = asyncio.create_task(self._supervise(connected=True))
+        self._start_retrier()
 
     async def stop(self) -> None:
         """Close the connection (every forward with it) and remove the local sockets."""
         self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+        for task in (self._supervisor, self._retrier):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._end_process()
         for path in (self.local_socket, self.control_path):
             with contextlib.suppress(FileNotFoundError):
@@ -138,7 +149,8 @@ class SshTunnel:
         """Forward exactly these local ports (port -> service) to the same ports over there.
 
         Returns:
-            One sentence per port that could not be forwarded (taken here, refused by ssh).
+            One sentence per port that could not be forwarded (taken here, refused by ssh);
+            those are tried again every FORWARD_RETRY seconds (`problems` says which remain).
         """
         async with self._lock:
             self._wanted = dict(wanted)
@@ -196,9 +208,7 @@ class SshTunnel:
             socket=str(self.local_socket),
             pid=proc.pid,
         )
-        problems = await self._apply_forwards()
-        for problem in problems:
-            log.warning("stack.forward_failed", problem=problem)
+        await self._apply_forwards()
 
     async def _supervise(self, *, connected: bool) -> None:
         """Wait on the master; when it exits, report lost, reconnect with backoff, report back."""
@@ -217,6 +227,7 @@ class SshTunnel:
         self.connected = False
         self.error = reason
         self._forwarded.clear()
+        self.problems.clear()
         log.warning("docker.ssh_lost", destination=str(self.destination), reason=reason)
         self._on_lost(reason)
 
@@ -281,8 +292,12 @@ class SshTunnel:
     # -- port forwards ----------------------------------------------------------------------------
 
     async def _apply_forwards(self) -> list[str]:
-        """Cancel forwards no longer wanted, add the missing ones. Holds `_lock`."""
-        problems: list[str] = []
+        """Cancel forwards no longer wanted, add the missing ones. Holds `_lock`.
+
+        Logs only changes: the forwarded set when it moved, a problem the first time it is seen.
+        """
+        before, known = set(self._forwarded), dict(self.problems)
+        problems: dict[int, str] = {}
         for port in sorted(self._forwarded - set(self._wanted)):
             code, out = await self._mux("cancel", "-L", _spec(port))
             if code != 0:
@@ -292,18 +307,32 @@ class SshTunnel:
             if port in self._forwarded:
                 continue
             if not port_is_free(port):
-                problems.append(
+                problems[port] = (
                     f"service {service}: port {port} on 127.0.0.1 is already in use on this "
                     f"machine, so it cannot be forwarded to the remote engine"
                 )
                 continue
             code, out = await self._mux("forward", "-L", _spec(port))
             if code != 0:
-                problems.append(f"service {service}: ssh could not forward port {port}: {out}")
+                problems[port] = f"service {service}: ssh could not forward port {port}: {out}"
                 continue
             self._forwarded.add(port)
-        log.info("stack.forwards", ports=sorted(self._forwarded), problems=len(problems))
-        return problems
+        self.problems = problems
+        for port, problem in problems.items():
+            if known.get(port) != problem:
+                log.error("stack.forward_failed", port=port, problem=problem)
+        if self._forwarded != before:
+            log.info("stack.forwards", ports=sorted(self._forwarded), problems=len(problems))
+        return list(problems.values())
+
+    async def _retry_forwards(self) -> None:
+        """Try the ports that could not be forwarded again, until they are or are not wanted."""
+        while True:
+            await asyncio.sleep(FORWARD_RETRY)
+            if self.connected and self.problems:
+                async with self._lock:
+                    if self.connected:
+                        await self._apply_forwards()
 
     async def _mux(self, command: str, *args: str) -> tuple[int, str]:
         """`ssh -S CONTROL -O COMMAND ...` to the master: exit code and output."""
@@ -330,8 +359,10 @@ def _spec(port: int) -> str:
 
 
 def port_is_free(port: int) -> bool:
-    """True when 127.0.0.1:port can be bound here right now."""
+    """True when 127.0.0.1:port can be bound here right now (as ssh binds it)."""
     with socket.socket() as sock:
+        # Like ssh: connections of a stopped listener lingering in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:

@@ -22,7 +22,7 @@ from devsupervisor.platform.build import BuildResult, run_command
 from devsupervisor.platform.listeners import DAEMON_LISTENERS, Listeners
 from devsupervisor.platform.notify_socket import NotifySocket
 from devsupervisor.platform.process import ProcessIdentity, stop_tree
-from devsupervisor.platform.ready import LogMatcher, wait_ready
+from devsupervisor.platform.ready import LogMatcher, PortTaken, stranger_on, wait_ready
 from devsupervisor.platform.shell import ShellProcess, new_tag, spawn
 from devsupervisor.platform.target import ExitSink, LineSink
 
@@ -196,10 +196,14 @@ class BinaryTarget:
         Raises:
             ListenError: a `listen` address could not be bound ("platform.binary.listen: ADDR is
                 already in use"); the sockets already held stay held.
+            PortTaken: another program accepts on the ready check's address (without `listen`,
+                the previous process is gone by now, so whoever answers there is a stranger).
         """
         listeners = self._listeners
         listeners.update(self._config.listen)
         ready = self._config.ready
+        if not self._config.listen and (taken := await stranger_on(ready)) is not None:
+            raise PortTaken(taken)
         self._matcher = LogMatcher(ready.target) if ready and ready.kind == "log" else None
         self._stopping = False
         self._tag = tag = new_tag()

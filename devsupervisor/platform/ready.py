@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+import psutil
+
 from devsupervisor.config import ReadyCheck
 from devsupervisor.errors import OperationFailed
 
@@ -61,6 +63,57 @@ async def tcp_ok(target: str) -> bool:
         return False
     writer.close()
     return True
+
+
+class PortTaken(OperationFailed):
+    """Another program accepts on the ready check's address before the platform starts."""
+
+
+def probed_address(check: ReadyCheck | None) -> tuple[str, int] | None:
+    """The host and port an http or tcp check connects to (None for log and notify)."""
+    if check is None or check.kind not in ("http", "tcp"):
+        return None
+    if check.kind == "http":
+        parts = urlsplit(check.target)
+        return parts.hostname or "127.0.0.1", parts.port or 80
+    host, _, port = check.target.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def stranger_on(check: ReadyCheck | None) -> str | None:
+    """Who already accepts where an http/tcp check probes, before the platform starts, or None.
+
+    Such a program would pass the check in the platform's place (READY=1 for a platform that
+    could not even listen). Costs one refused connect in the usual case; only a port that
+    accepts is looked up (psutil's socket table takes ~0.1 s).
+    """
+    address = probed_address(check)
+    if address is None:
+        return None
+    host, port = address
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), PROBE_TIMEOUT)
+    except (OSError, TimeoutError):
+        return None
+    writer.close()
+    holder = await asyncio.to_thread(_listener_of, port)
+    return (
+        f"{host}:{port} (the ready check's address) is already in use{holder}"
+        " before the platform started"
+    )
+
+
+def _listener_of(port: int) -> str:
+    """' by pid N (name)' of a process listening on `port`, when it can be told."""
+    with contextlib.suppress(psutil.Error):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                if conn.pid is None:
+                    return " by another user's process"
+                with contextlib.suppress(psutil.Error):
+                    return f" by pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+                return f" by pid {conn.pid}"
+    return ""
 
 
 class LogMatcher:

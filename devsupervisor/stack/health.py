@@ -1,7 +1,8 @@
 """Dependency health: the loop-side policy that keeps the chosen stack's compose services up.
 
 Docker's events (from `docker_events.DockerEventSource`) are facts; `ServiceSupervisor` decides.
-It runs on the loop only and reaches Docker solely through the injected `restart` coroutine.
+It runs on the loop only and reaches Docker solely through the injected `restart` coroutine,
+which `restarts.RestartIssuer` calls on the schedule of each service's restart budget.
 
 What the events mean (observed on the engine, in this order):
 - `docker stop`, `docker compose stop`, `compose down`, devsup's own stops:
@@ -32,17 +33,16 @@ at start every exited service of the chosen stack is down, and `compose up` star
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from functools import partial
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from devsupervisor.backoff import BackoffPolicy, RestartBudget
+from devsupervisor.backoff import RestartBudget
 from devsupervisor.config.model import DependenciesConfig
 from devsupervisor.logs.pipeline import get_logger, utc_iso
 from devsupervisor.stack.docker_events import ContainerEvent, ContainerInfo
-from devsupervisor.stack.service_record import ServiceRecord, TimerHandle, short_id
+from devsupervisor.stack.restarts import CallLater, RestartFn, RestartIssuer, policy_of
+from devsupervisor.stack.service_record import ServiceRecord, short_id
 from devsupervisor.states import ServiceState
 
 log = get_logger()
@@ -57,9 +57,6 @@ ENGINE_STOP_GRACE = 15.0
 # Container states in which the container counts as up.
 UP_STATES = frozenset({"running", "restarting", "paused"})
 
-
-CallLater = Callable[[float, Callable[[], None]], TimerHandle]
-RestartFn = Callable[[str, str], Awaitable[None]]
 
 _S = ServiceState
 
@@ -88,15 +85,19 @@ class ServiceSupervisor:
                 default.
         """
         self._deps = deps
-        self._policy = _policy(deps)
-        self._restart = restart
-        self._on_restarted = on_restarted
+        self._policy = policy_of(deps)
         self._clock = clock
         self._wall = wall_clock
-        self._call_later = call_later
         self._services: dict[str, ServiceRecord] = {}
         self._docker_available = True
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._restarts = RestartIssuer(
+            restart=restart,
+            on_restarted=on_restarted,
+            wall_clock=wall_clock,
+            call_later=call_later,
+            is_current=lambda svc: self._services.get(svc.name) is svc,
+            config=lambda: self._deps,
+        )
 
     # -- what the daemon calls ----------------------------------------------------------------
 
@@ -108,7 +109,7 @@ class ServiceSupervisor:
     def deps(self, deps: DependenciesConfig) -> None:
         """A config reload: restarts already counted stay counted under the new budget."""
         self._deps = deps
-        self._policy = _policy(deps)
+        self._policy = policy_of(deps)
         for svc in self._services.values():
             svc.budget.policy = self._policy
 
@@ -154,15 +155,7 @@ class ServiceSupervisor:
         svc = self._services[name]
         svc.clear_marks()
         self.mark_restarting(name, reason)
-        svc.budget.record_failure()  # a manual restart opens the window, like the first crash
-        svc.restarts += 1
-        try:
-            await self._restart(name, reason)
-        except Exception:
-            svc.ours = False
-            raise
-        log.info("service.restarted", service=name, reason=reason, attempt=1, delay=0.0)
-        self._on_restarted(name)
+        await self._restarts.now(svc, reason)
 
     def docker_lost(self) -> None:
         """The engine went away: nothing can be restarted until `reconcile` after it is back."""
@@ -392,78 +385,9 @@ class ServiceSupervisor:
             svc.move(target, reason, self._wall())
 
     def _request_restart(self, svc: ServiceRecord, reason: str) -> None:
-        """Restart now, after the backoff delay, or give up: one restart in flight at a time."""
-        if svc.pending is not None or svc.ours or not self._docker_available:
-            return
-        delay = svc.budget.record_failure()
-        if delay is None:
-            give_up = self.deps.give_up_after
-            log.error(
-                "service.gave_up",
-                service=svc.name,
-                restarts=give_up.restarts,
-                window=give_up.within,
-                reason=reason,
-            )
-            svc.move(
-                _S.GAVE_UP,
-                f"gave up after {give_up.restarts} restarts within {give_up.within:g}s ({reason})",
-                self._wall(),
-            )
-            return
-        svc.move(_S.RESTARTING, reason, self._wall())
-        if delay == 0.0:
-            self._issue(svc, reason, delay)
-        else:
-            call_later = self._call_later or asyncio.get_running_loop().call_later
-            svc.pending = call_later(delay, partial(self._issue_pending, svc, reason, delay))
-
-    def _issue_pending(self, svc: ServiceRecord, reason: str, delay: float) -> None:
-        svc.pending = None
-        if self._services.get(svc.name) is svc and svc.state is _S.RESTARTING:
-            self._issue(svc, reason, delay)
-
-    def _issue(self, svc: ServiceRecord, reason: str, delay: float) -> None:
-        svc.ours = True
-        svc.restarts += 1
-        attempt = svc.budget.count
-        task = asyncio.get_running_loop().create_task(
-            self._run_restart(svc, reason, attempt, delay)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_restart(
-        self, svc: ServiceRecord, reason: str, attempt: int, delay: float
-    ) -> None:
-        try:
-            await self._restart(svc.name, reason)
-        except Exception as exc:  # the restart seam's failure is data here, not a crash
-            log.warning(
-                "service.restart_failed",
-                service=svc.name,
-                reason=reason,
-                attempt=attempt,
-                error=str(exc),
-            )
-            if self._services.get(svc.name) is svc and svc.ours:
-                svc.ours = False
-                svc.move(_S.EXITED, f"restart failed: {exc}", self._wall())
-                self._request_restart(svc, reason)
-            return
-        log.info("service.restarted", service=svc.name, reason=reason, attempt=attempt, delay=delay)
-        self._on_restarted(svc.name)
-
-
-def _policy(deps: DependenciesConfig) -> BackoffPolicy:
-    """A crash is restarted at once; later ones within the window back off, then give up."""
-    return BackoffPolicy(
-        initial=deps.backoff.initial,
-        max=deps.backoff.max,
-        restarts=deps.give_up_after.restarts,
-        within=deps.give_up_after.within,
-        immediate_first=True,
-    )
+        """Restart (now, after backoff, or give up); nothing while the engine is away."""
+        if self._docker_available:
+            self._restarts.request(svc, reason)
 
 
 def _preferred(candidate: ContainerInfo, current: ContainerInfo) -> bool:

@@ -12,7 +12,7 @@ import json
 import os
 import shlex
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +54,7 @@ class Compose:
     Args:
         timeout: deadline of each call in seconds (config `compose.timeout`); a call may pass
             its own.
+        env: the environment of every compose call; devsup's own when None.
     """
 
     def __init__(
@@ -62,10 +63,12 @@ class Compose:
         *,
         on_line: Callable[[str], None],
         timeout: float = DEFAULT_TIMEOUT,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.model = model
         self._on_line = on_line
         self.timeout = timeout
+        self.env = env
 
     @property
     def enabled(self) -> bool:
@@ -87,6 +90,7 @@ class Compose:
             timeout=self.timeout if timeout is None else timeout,
             on_line=self._on_line,
             label=self._label(*subcommand),
+            env=self.env,
         )
 
     async def _check(self, *subcommand: str) -> None:
@@ -102,6 +106,7 @@ class Compose:
             timeout=self.timeout,
             label=self._label(*subcommand),
             merge_stderr=merge_stderr,
+            env=self.env,
         )
         return code, out.decode(errors="replace"), err.decode(errors="replace")
 
@@ -165,7 +170,7 @@ class Compose:
         subcommand = ("logs", "--no-color", "--no-log-prefix", "--follow", "--tail", str(lines))
         label = self._label(*subcommand, service)
         proc = await docker_cli.start_streaming(
-            self.model.argv(*subcommand, service), cwd=self._cwd, label=label
+            self.model.argv(*subcommand, service), cwd=self._cwd, label=label, env=self.env
         )
         assert proc.stdout is not None
         try:

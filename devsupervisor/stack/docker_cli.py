@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -51,6 +51,7 @@ async def run_streamed(
     timeout: float,
     on_line: Callable[[str], None],
     label: str,
+    env: Mapping[str, str] | None = None,
 ) -> CliResult:
     """Run `argv` to completion, each output line (stdout and stderr) to `on_line`.
 
@@ -65,7 +66,7 @@ async def run_streamed(
         tail.append(line)
         on_line(line)
 
-    proc = await _start(argv, cwd=cwd, label=label)
+    proc = await _start(argv, cwd=cwd, label=label, env=env)
 
     async def finish() -> int:
         assert proc.stdout is not None
@@ -77,11 +78,17 @@ async def run_streamed(
 
 
 async def run_captured(
-    argv: Sequence[str], *, cwd: str, timeout: float, label: str, merge_stderr: bool = False
+    argv: Sequence[str],
+    *,
+    cwd: str,
+    timeout: float,
+    label: str,
+    merge_stderr: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[int, bytes, bytes]:
     """Run `argv` and return (exit code, stdout, stderr); for commands whose output is small
     by nature (`config --services`, `ps`, `logs --tail N`). Raises as `run_streamed`."""
-    proc = await _start(argv, cwd=cwd, label=label, separate_stderr=not merge_stderr)
+    proc = await _start(argv, cwd=cwd, label=label, separate_stderr=not merge_stderr, env=env)
 
     async def finish() -> tuple[int, bytes, bytes]:
         out, err = await proc.communicate()
@@ -91,11 +98,11 @@ async def run_captured(
 
 
 async def start_streaming(
-    argv: Sequence[str], *, cwd: str, label: str
+    argv: Sequence[str], *, cwd: str, label: str, env: Mapping[str, str] | None = None
 ) -> asyncio.subprocess.Process:
     """Start a command that runs until its caller stops it (`logs --follow`), stdout and stderr
     on `stdout`; the caller must `await stop(proc, label)` when done."""
-    return await _start(argv, cwd=cwd, label=label)
+    return await _start(argv, cwd=cwd, label=label, env=env)
 
 
 async def stop(proc: asyncio.subprocess.Process, label: str) -> None:
@@ -113,6 +120,7 @@ async def _start(
     cwd: str,
     label: str,
     separate_stderr: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
     stderr = asyncio.subprocess.PIPE if separate_stderr else asyncio.subprocess.STDOUT
     log.debug("docker_cli.run", argv=list(argv), cwd=cwd)
@@ -124,6 +132,7 @@ async def _start(
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr,
             start_new_session=True,
+            env=None if env is None else dict(env),
         )
     except (FileNotFoundError, PermissionError) as exc:
         raise ComposeError(f"{label}: cannot run {argv[0]}: {exc.strerror}") from exc

@@ -110,6 +110,19 @@ def test_e2e_skeleton_failing_runner(make_run: MakeRun) -> None:
     assert project_leftovers(make_run.e2e_project) == []
 
 
+def test_e2e_skeleton_passes_while_the_dev_stack_is_up(make_run: MakeRun) -> None:
+    """The e2e flow publishes no host port, so it passes beside a dev stack on the same ports."""
+    result = make_run.make("skeleton-up")
+    assert result.returncode == 0, result.stdout + result.stderr
+    platform = f"http://127.0.0.1:{make_run.env['PLATFORM_PORT']}/healthz"
+    assert http_get(platform)[0] == 200
+    result = make_run.make("e2e-skeleton")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "e2e-runner-1 exited with code 0" in result.stdout
+    assert project_leftovers(make_run.e2e_project) == []
+    assert http_get(platform)[0] == 200  # the dev stack was left alone
+
+
 def test_skeleton_and_fullstack_up_down_keep_volumes(make_run: MakeRun) -> None:
     """skeleton-up serves; fullstack-up adds only its services; the -down flows keep volume data."""
     project = ComposeProject(name=make_run.project, env=make_run.env)

@@ -208,3 +208,8 @@ class ContainerTarget:
     async def stop(self) -> None:
         await self._compose.remove([self._service])
         self._container = None
+        # Its connection pool holds sockets; a later start makes a new client.
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()

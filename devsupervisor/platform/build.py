@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from devsupervisor.logs.lines import OutputTail
 from devsupervisor.platform.process import spawn, stop_tree
+from devsupervisor.platform.shell import ShellProcess
 
 # What status shows of a failed build (`last_build.error`); the log file has every line. 20
 # lines of a compiler's complaints, and at most 8 KiB of them, so status stays small (< 64 KiB)
@@ -65,14 +66,27 @@ async def run_command(
         if on_line is not None:
             on_line(line)
 
-    proc, pump = await spawn(command, cwd=cwd, env=env or dict(os.environ), on_line=sink)
+    spawning = asyncio.ensure_future(
+        spawn(command, cwd=cwd, env=env or dict(os.environ), on_line=sink)
+    )
+    try:
+        # Shielded: a cancel that lands while the child is being spawned must still find the
+        # child to kill, or the cancelled build runs on (and writes its output) unseen.
+        proc, pump = await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        proc, pump = await spawning
+        await _kill(proc)
+        raise
     try:
         code = await proc.wait()
         await pump
     except asyncio.CancelledError:
-        await asyncio.shield(
-            stop_tree(proc.pid, stop_signal=signal.SIGKILL, timeout=2, name="build")
-        )
-        await asyncio.shield(proc.wait())
+        await _kill(proc)
         raise
     return BuildResult(code == 0, code, time.monotonic() - started, lines.lines())
+
+
+async def _kill(proc: ShellProcess) -> None:
+    """Kill a cancelled command's whole tree at once and reap it (never interrupted)."""
+    await asyncio.shield(stop_tree(proc.pid, stop_signal=signal.SIGKILL, timeout=2, name="build"))
+    await asyncio.shield(proc.wait())

@@ -1,7 +1,8 @@
 """Container-mode reload: from an editor save to the new version served by the new container.
 
-Issue 3's target: in container mode devsup's median from save to new version served stays
-within 150 ms of the floor, measured in the same run:
+Issue 10's target: in container mode devsup's median from save to new version served stays
+within 50 ms of the floor (issue 3 allowed 150 ms), measured in the same run, and reported as
+the overhead devsup - floor:
 
     floor = host `go build` + image build + recreate + first response
 
@@ -65,6 +66,7 @@ from benchmarks.reload_latency import (  # noqa: E402  (the repo root must be on
     stop_group,
     temp_dir,
 )
+from benchmarks.summary import add_row  # noqa: E402
 from tests.docker_env import (  # noqa: E402
     DEMO_STACK,
     PLATFORM_DIR,
@@ -80,7 +82,7 @@ FILES = ("docker-compose.yaml", "docker-compose.monolith.yaml", "docker-compose.
 SERVICE = "platform"
 GO_BUILD = ["go", "build", "-o", "bin/platform", "./cmd"]
 # The issue's budget for devsup over the floor.
-TARGET_OVERHEAD = 0.150
+TARGET_OVERHEAD = 0.050
 # How often /version is polled: fine enough for the ~1 s figures measured here.
 POLL_INTERVAL = 0.005
 # A probe that lands in the post-recreate stall hangs about a second: let it, so the naive
@@ -535,6 +537,18 @@ def summarise(
     for what, value in (("served", dev - floor), ("healthy", dev_healthy - healthy_floor)):
         verdict = "MET" if value <= TARGET_OVERHEAD else "MISSED"
         print(f"  target devsup - floor <= {ms(TARGET_OVERHEAD)} ms ({what}): {verdict}")
+    reference = f"floor ({best}) {floor:.3f} s"
+    if watch is not None:
+        reference += f"; compose watch {watch.median('save_served'):.3f} s"
+    add_row("container_reload", "save -> new version served", f"{dev:.3f} s", reference=reference)
+    add_row(
+        "container_reload",
+        "overhead: devsup - floor",
+        f"{(dev - floor) * 1000:+.0f} ms",
+        reference=f"to the healthy event {(dev_healthy - healthy_floor) * 1000:+.0f} ms",
+        target=f"<= {TARGET_OVERHEAD * 1000:.0f} ms",
+        met=dev - floor <= TARGET_OVERHEAD,
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

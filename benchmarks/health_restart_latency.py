@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.summary import add_row
 from devsupervisor.config.model import DependenciesConfig, GiveUpConfig
 from devsupervisor.logs import pipeline as logs
 from tests.docker_env import (
@@ -100,6 +101,14 @@ def main(trials: int) -> None:
                 f"{name:12s} median {statistics.median(values) * 1000:7.1f} ms   "
                 f"max {max(values) * 1000:7.1f} ms   (n={len(values)})"
             )
+        add_row(
+            "health_restart_latency",
+            "unhealthy event -> restart issued",
+            f"{statistics.median(issued_lat) * 1000:.0f} ms",
+            reference=f"-> engine's kill {statistics.median(engine_lat) * 1000:.0f} ms",
+            target="< 1 s",
+            met=statistics.median(issued_lat) < 1.0,
+        )
     finally:
         remove_project(project.name)
 

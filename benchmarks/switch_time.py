@@ -1,9 +1,11 @@
 """Switch time: skeleton -> fullstack with devsup, against compose bringing up the difference.
 
-Issue 3's target: on the demo stack a switch from skeleton to fullstack takes at most the compose
-time of the services that differ plus 1 s. The services that differ are the fullstack-only ones
-(traefik, emqx, ai-inference) and the platform, which runs as a container in fullstack (its image
-is already built: an image build is not part of a switch once devsup remembers the build).
+Issue 10's target: on the demo stack a switch from skeleton to fullstack costs at most 0.3 s more
+than the compose time of the services that differ (issue 3 allowed 1 s). The overhead is reported
+explicitly: devsup - floor, where the floor is compose's one `up --wait` of those services. The
+services that differ are the fullstack-only ones (traefik, emqx, ai-inference) and the platform,
+which runs as a container in fullstack (its image is already built: an image build is not part
+of a switch once devsup remembers the build).
 
 The script, on a unique compose project with free ports, a temp copy of the platform sources and
 its own platform image tag:
@@ -19,7 +21,8 @@ its own platform image tag:
      waits until the stack is up), each timed around the CLI process. The first switch to
      fullstack builds the platform image (devsup has no build fingerprint for container mode
      yet) and is reported on its own; the daemon's events give a breakdown of each switch.
-  4. prints per-trial figures, median/min/max, and whether devsup <= compose + 1 s.
+  4. prints per-trial figures, median/min/max, the overhead devsup - compose and whether it is
+     <= 0.3 s.
 
 Run: `python3 benchmarks/switch_time.py [--trials N]`. Everything created is removed at the end
 (containers, volumes, networks by project label, the image tag, the daemon by its pid).
@@ -42,6 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.reload_latency import Series, ms, print_series, temp_dir  # noqa: E402
+from benchmarks.summary import add_row  # noqa: E402
 from tests.docker_env import (  # noqa: E402
     DEMO_STACK,
     PLATFORM_DIR,
@@ -56,8 +60,8 @@ BASE_FILES = ("docker-compose.yaml", "docker-compose.monolith.yaml")
 FULL_FILES = (*BASE_FILES, "docker-compose.fullstack.yaml")
 BASE_SERVICES = ("redpanda", "postgres")
 FULL_ONLY = ("traefik", "emqx", "ai-inference")
-# The issue's allowance for devsup over compose's own time.
-TARGET_SLACK = 1.0
+# Issue 10's allowance for devsup over compose's own time (the floor).
+TARGET_SLACK = 0.3
 # Longest a single compose command or switch may take before the run is declared broken.
 STEP_TIMEOUT = 180.0
 # Daemon events that mark the phases of a switch, in the order they happen.
@@ -233,7 +237,21 @@ def summarise(baseline: Series, to_full: Series, to_skel: Series, first: dict[st
         print(f"  {label:<42}{ms(value):>9}")
     for ref, value in (("one", one), ("two", two)):
         verdict = "MET" if dev <= value + TARGET_SLACK else "MISSED"
-        print(f"  target devsup <= compose({ref}) + {ms(TARGET_SLACK)} ms: {verdict}")
+        print(f"  target devsup - compose({ref}) <= {ms(TARGET_SLACK)} ms: {verdict}")
+    add_row(
+        "switch_time",
+        "switch skeleton -> fullstack",
+        f"{dev:.2f} s",
+        reference=f"floor: compose one `up --wait` {one:.2f} s (two invocations {two:.2f} s)",
+    )
+    add_row(
+        "switch_time",
+        "switch overhead: devsup - floor",
+        f"{dev - one:+.2f} s",
+        reference=f"daemon side only {to_full.median('daemon') - one:+.2f} s",
+        target=f"<= {TARGET_SLACK:.1f} s",
+        met=dev - one <= TARGET_SLACK,
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

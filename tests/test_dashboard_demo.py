@@ -9,10 +9,12 @@ Run under the shared lock:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import datetime
 from pathlib import Path
 
+import psutil
 import pytest
 from playwright.sync_api import BrowserContext
 
@@ -32,6 +34,17 @@ WATCH_BARS = """() => {
     if (!last || last.n !== n) window.__bars.push({n, t: Date.now()});
   }).observe(chart, {childList: true});
 }"""
+
+
+def compose_followers(pid: int) -> list[psutil.Process]:
+    """`docker compose logs -f` processes the daemon runs."""
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            argv = child.cmdline()
+            if "logs" in argv and ("-f" in argv or "--follow" in argv):
+                found.append(child)
+    return found
 
 
 def seconds(ts: str) -> float:
@@ -114,8 +127,15 @@ def test_dashboard_on_the_demo_stack(
     wait_until(lambda: visible.count() >= 3, what="the three reloads in the filtered log")
     assert all("platform.reloaded" in line for line in visible.all_inner_texts())
     page.fill("#log-filter", "")
+    page.select_option("#log-source", "postgres")  # a compose service's log, through compose
+    tab.wait_text("#log-lines", lambda t: "role=postgres event=listening" in t)
+    assert daemon.proc is not None
+    daemon_pid = daemon.proc.pid
+    assert compose_followers(daemon_pid)
     page.select_option("#log-source", "platform")
     tab.wait_text("#log-lines", lambda t: "platform v4 listening" in t)
+    # The page left the postgres log: its `docker compose logs -f` is gone.
+    wait_until(lambda: not compose_followers(daemon_pid), 10, "no compose logs -f left")
     page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
 
     # Switch from the page: the whole stack, the platform as a container.

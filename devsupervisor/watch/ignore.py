@@ -121,6 +121,9 @@ class PathFilter:
         self._include = _Globs(include)
         self._ignore = _Globs(ignore)
         self._extra = tuple(str(p.resolve()) for p in extra_ignored)
+        # The walk meets an extra path only in its parent directory (below it, all is pruned).
+        self._extra_set = frozenset(self._extra)
+        self._extra_parents = frozenset(os.path.dirname(e) for e in self._extra)
         self._recursive = recursive
         # Directory (relative parts) -> the spec of the .gitignore in it, None when it has none.
         self._gitignores: dict[tuple[str, ...], GitIgnoreSpec | None] = {}
@@ -159,18 +162,22 @@ class PathFilter:
             parts = self._relative_parts(dirpath) or ()
             if GITIGNORE not in filenames:
                 self._gitignores.setdefault(parts, None)  # the listing says: none here
+            extra_here = dirpath in self._extra_parents
             if self._recursive:
                 dirnames[:] = [
                     d
                     for d in dirnames
-                    if not self._is_extra(f"{dirpath}{os.sep}{d}")
+                    if not (extra_here and f"{dirpath}{os.sep}{d}" in self._extra_set)
                     and not self._is_dir_excluded((*parts, d))
                 ]
             else:
                 dirnames.clear()
-            yield dirpath, self._watched_names(dirpath, parts, filenames)
+            names = self._watched_names(parts, filenames)
+            if extra_here:
+                names = [n for n in names if f"{dirpath}{os.sep}{n}" not in self._extra_set]
+            yield dirpath, names
 
-    def _watched_names(self, dirpath: str, parts: tuple[str, ...], names: list[str]) -> list[str]:
+    def _watched_names(self, parts: tuple[str, ...], names: list[str]) -> list[str]:
         """`_is_watched_name` for many files of one directory; the cheapest test (the include
         globs, which most names of a tree fail) first, the directory's share computed once."""
         base = "/".join(parts) + "/" if parts else ""
@@ -181,8 +188,6 @@ class PathFilter:
             if not self._include.match(rel) or is_editor_temp(name) or self._ignore.match(rel):
                 continue
             if rules and self._gitignored((*parts, name), is_dir=False):
-                continue
-            if self._extra and self._is_extra(f"{dirpath}{os.sep}{name}"):
                 continue
             watched.append(name)
         return watched

@@ -22,6 +22,7 @@ from devsupervisor.config.model import PlatformMode
 from devsupervisor.errors import DockerUnavailable
 from devsupervisor.logs.pipeline import get_logger
 from devsupervisor.platform.build import BuildResult, run_command
+from devsupervisor.platform.listeners import DAEMON_LISTENERS
 from devsupervisor.platform.ready import NotReady
 from devsupervisor.platform.target import ExitSink, LineSink
 from devsupervisor.stack.compose import Compose
@@ -140,6 +141,9 @@ class ContainerTarget:
     async def start(self) -> None:
         # The recreate kills the old container: its `die` must not look like our crash.
         self._container = None
+        # A host binary's held `listen` sockets would keep the port this container publishes;
+        # the old binary has stopped by now, so closing devsup's copy frees it.
+        DAEMON_LISTENERS.update(())
         await self._compose.up([self._service], wait=False, no_deps=True)
         labels = [
             f"com.docker.compose.project={self._compose.model.project}",

@@ -314,8 +314,15 @@ def test_log_lines_lose_terminal_control_sequences() -> None:
     """Compose's line-clearing escapes and other control characters never reach the page."""
     item = {"source": "platform", "line": "\x1b[2K\x1b[31mred\x1b[0m\ttab\x07"}
     assert sse.log_line(item, "platform")["text"] == "red\ttab"
-    record = {"ts": "t", "level": "error", "event": "build.failed", "exit_code": 2}
-    assert sse.log_line(record, "devsup")["text"] == "error   build.failed exit_code=2"
+    record = {
+        "ts": "2026-01-01T10:11:12.345678Z",
+        "level": "error",
+        "event": "build.failed",
+        "exit_code": 2,
+        "trigger": ["a b.go"],
+    }
+    text = sse.log_line(record, "devsup")["text"]
+    assert text == '10:11:12.345 error   build.failed exit_code=2 trigger=["a b.go"]'
 
 
 def test_port_lookup_caches_and_backs_off_after_a_failure() -> None:

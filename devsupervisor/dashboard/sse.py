@@ -45,7 +45,9 @@ def log_line(item: dict[str, Any], source: str) -> dict[str, Any]:
         text = f"... {item.get('dropped')} lines dropped (the page fell behind)"
     else:
         fields = " ".join(f"{k}={_value(v)}" for k, v in item.items() if k not in _RECORD_KEYS)
-        text = f"{item.get('level', 'info'):<7} {item.get('event', '')} {fields}".rstrip()
+        # The time of day is enough on a live page: HH:MM:SS.mmm of the ISO `ts`.
+        clock = str(item.get("ts", ""))[11:23]
+        text = f"{clock} {item.get('level', 'info'):<7} {item.get('event', '')} {fields}".strip()
     return {
         "source": str(item.get("source", source)),
         "ts": item.get("ts"),

@@ -126,6 +126,8 @@ function renderStatus(s) {
 
 function renderServices(services) {
   const body = $("services").tBodies[0];
+  // Rows are rebuilt on every change: keep the keyboard focus on the same service's button.
+  const focused = document.activeElement && document.activeElement.dataset.restart;
   body.replaceChildren();
   $("no-services").hidden = services.length > 0;
   for (const svc of services) {
@@ -135,7 +137,8 @@ function renderServices(services) {
     state.append(el("span", {}, ""));
     badge(state.firstChild, svc.state);
     row.append(state, el("td", {}, svc.health), el("td", {}, String(svc.restarts)));
-    row.append(el("td", { title: svc.since || "", class: "nowrap" }, ago(svc.since)), el("td", { class: "reason" }, svc.reason || ""));
+    const since = el("td", { title: svc.since || "", class: "nowrap", "data-since": svc.since || "" }, ago(svc.since));
+    row.append(since, el("td", { class: "reason" }, svc.reason || ""));
     const cell = el("td");
     for (const p of ports[svc.name] || []) {
       const link = el("a", { href: `http://127.0.0.1:${p.port}/`, target: "_blank", rel: "noopener noreferrer", title: p.target }, String(p.port));
@@ -143,11 +146,12 @@ function renderServices(services) {
     }
     row.append(cell);
     const act = el("td");
-    const button = el("button", { type: "button", "aria-label": `Restart ${svc.name}` }, "Restart");
+    const button = el("button", { type: "button", "aria-label": `Restart ${svc.name}`, "data-restart": svc.name }, "Restart");
     button.addEventListener("click", () => command("restart", { name: svc.name }, button));
     act.append(button);
     row.append(act);
     body.append(row);
+    if (svc.name === focused) button.focus();
   }
 }
 
@@ -157,6 +161,8 @@ function tick() {
   const p = status.platform || {};
   const elapsed = (performance.now() - statusAt) / 1000;
   $("platform-uptime").textContent = p.uptime === null || p.uptime === undefined ? "–" : seconds(p.uptime + elapsed);
+  for (const cell of document.querySelectorAll("td[data-since]")) cell.textContent = ago(cell.dataset.since);
+  if (history.timeline) $("timeline-summary").textContent = timelineSummary(history.timeline);
 }
 
 // -- chart and timeline -------------------------------------------------------------------
@@ -230,8 +236,12 @@ function renderTimeline(t) {
   });
   svg.append(el("svg:text", { x: left, y: H - 2 }, "0"));
   svg.append(el("svg:text", { x: W - 50, y: H - 2 }, seconds(span)));
+  $("timeline-summary").textContent = timelineSummary(t);
+}
+
+function timelineSummary(t) {
   const outcome = t.ok === null ? "in progress" : t.ok ? `done in ${seconds(t.duration)}` : "failed";
-  $("timeline-summary").textContent = `· ${t.kind} ${t.stack || ""} · ${outcome} · ${ago(t.started_at)}`;
+  return `· ${t.kind} ${t.stack || ""} · ${outcome} · ${ago(t.started_at)}`;
 }
 
 // -- logs ---------------------------------------------------------------------------------

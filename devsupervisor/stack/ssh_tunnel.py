@@ -37,6 +37,8 @@ SERVER_ALIVE_INTERVAL = 5
 SERVER_ALIVE_COUNT = 3
 # ssh's connect plus auth plus the first engine ping; a slow link or a cold engine takes seconds.
 CONNECT_TIMEOUT = 30.0
+# How long the daemon's start waits for the first connect before going on without the engine.
+FIRST_ATTEMPT_WAIT = 10.0
 # How often the connect waits re-check the local socket while ssh is authenticating.
 CONNECT_POLL = 0.05
 # A `ssh -O` request to the running master answers in milliseconds.
@@ -108,8 +110,11 @@ class SshTunnel:
         """Connect; return once the remote engine answers through the tunnel.
 
         Args:
-            retry: when the first attempt fails, report lost and go on trying in the background
-                (a daemon starts without its engine, as with a local one) instead of raising.
+            retry: the daemon's way. The first attempt runs in the background: a failure is
+                reported lost and retried with backoff (a daemon starts without its engine, as
+                with a local one), and this returns once that attempt has ended, or after
+                FIRST_ATTEMPT_WAIT at most (a host that drops packets takes the whole connect
+                timeout), so the platform is not held up by an unreachable machine.
 
         Raises:
             DockerUnavailable: (retry=False) ssh failed (the reason is its last line) or the
@@ -117,17 +122,16 @@ class SshTunnel:
         """
         self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         await self._end_stale_master()
-        try:
-            async with self._lock:
-                await self._connect()
-        except DockerUnavailable as exc:
-            if not retry:
-                raise
-            self._lost(str(exc))
-            self._supervisor = asyncio.create_task(self._supervise(connected=False))
+        if retry:
+            first = asyncio.Event()
+            self._supervisor = asyncio.create_task(self._supervise(first_attempt=first))
             self._start_retrier()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(first.wait(), FIRST_ATTEMPT_WAIT)
             return
-        self._supervisor = asyncio.create_task(self._supervise(connected=True))
+        async with self._lock:
+            await self._connect()
+        self._supervisor = asyncio.create_task(self._supervise())
         self._start_retrier()
 
     async def stop(self) -> None:
@@ -210,17 +214,27 @@ class SshTunnel:
         )
         await self._apply_forwards()
 
-    async def _supervise(self, *, connected: bool) -> None:
-        """Wait on the master; when it exits, report lost, reconnect with backoff, report back."""
+    async def _supervise(self, first_attempt: asyncio.Event | None = None) -> None:
+        """Own the connection: make the first attempt when asked to (`first_attempt` is set once
+        it has ended), then wait on the master; when it exits, report lost, reconnect with
+        backoff, report back."""
+        if first_attempt is not None:
+            try:
+                async with self._lock:
+                    await self._connect()
+            except DockerUnavailable as exc:
+                self._lost(str(exc))
+                first_attempt.set()
+                await self._reconnect()
+                self._on_back()
+            first_attempt.set()
         while not self._stopping:
-            if connected:
-                assert self._proc is not None
-                await self._proc.wait()
-                if self._stopping:
-                    return
-                self._lost(await self._failure_reason(self._proc))
+            assert self._proc is not None
+            await self._proc.wait()
+            if self._stopping:
+                return
+            self._lost(await self._failure_reason(self._proc))
             await self._reconnect()
-            connected = True
             self._on_back()
 
     def _lost(self, reason: str) -> None:

@@ -67,13 +67,11 @@ class NotifySocket:
         while True:
             try:
                 data, ancdata, _, _ = self._sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(UCRED.size))
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
+            except OSError:  # drained (BlockingIOError), or closed
                 return
             sender = _sender_pid(ancdata)
             if sender is None or not self._is_ours(sender):
-                if sender not in self._refused:
+                if (sender or 0) not in self._refused:  # once per sender: no log flood
                     self._refused.add(sender or 0)
                     log.warning("platform.notify_refused", sender=sender, expected=self._pid)
                 continue

@@ -96,11 +96,10 @@ async def spawn(
             start_new_session=True,
         )
         assert proc.stdout is not None
-        reader = proc.stdout
         shell: ShellProcess = proc
+        reader = proc.stdout
     else:
-        spawned = await _spawn_with_fds(command, cwd=cwd, env=env, listen_fds=listen_fds)
-        shell, reader = spawned
+        shell, reader = await _spawn_with_fds(command, cwd=cwd, env=env, listen_fds=listen_fds)
     pump = asyncio.get_running_loop().create_task(pump_lines(reader, on_line))
     return shell, pump
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -302,3 +303,88 @@ def test_devsup_command_prefers_given_path_then_falls_back_to_python() -> None:
     assert devsup_command("bin/devsup") == (os.path.abspath("bin/devsup"),)
     resolved = devsup_command()
     assert os.path.isabs(resolved[0]) and os.access(resolved[0], os.X_OK)
+
+
+# --- one unit per instance (PRODUCT.md, "Instances") --------------------------------------------
+
+
+def test_each_instance_gets_its_own_unit_and_uninstall_leaves_the_others(
+    home: Path, config: Path, tmp_path: Path
+) -> None:
+    """devsup-<instance>.service per instance, running --instance; removing one keeps the other."""
+    env = offline_env(home)
+    other = tmp_path / "other.yaml"
+    other.write_text("project: demo\n")
+    first = install(config, home=home, environ=env, devsup_path="/usr/bin/true", instance="demo")
+    second = install(
+        other, home=home, environ=env, devsup_path="/usr/bin/true", instance="demo-review"
+    )
+    assert first.unit_path.name == "devsup-demo.service"
+    assert second.unit_path.name == "devsup-demo-review.service"
+    assert second.exec_start[-2:] == ("--instance", "demo-review")
+    assert first.unit_path.read_text() != second.unit_path.read_text()
+    assert analyze_verify(second.unit_path, tmp_path).returncode == 0
+    fake = FakeSystemctl()
+    removed = uninstall(home=home, environ=env, run=fake, instance="demo-review")
+    assert removed.removed and not second.unit_path.exists()
+    assert first.unit_path.exists()
+    assert ["disable", "--now", "devsup-demo-review.service"] in fake.actions()
+    assert status(home=home, environ=env, run=FakeSystemctl(), instance="demo").installed
+
+
+def test_install_retires_the_pre_instance_unit_of_the_same_config(
+    home: Path, config: Path, tmp_path: Path
+) -> None:
+    """A devsup.service of ours running this config is stopped and removed; one running another
+    config, or not written by devsup, is left alone."""
+    env = offline_env(home)
+    install(config, home=home, environ=env, devsup_path="/usr/bin/true", run=FakeSystemctl())
+    legacy = unit_in(home)
+    fake = FakeSystemctl()
+    result = install(
+        config, home=home, environ=env, devsup_path="/usr/bin/true", run=fake, instance="demo"
+    )
+    assert result.retired == legacy and not legacy.exists()
+    assert fake.actions()[0] == ["disable", "--now", UNIT_NAME]
+    other = tmp_path / "elsewhere.yaml"
+    other.write_text("project: demo\n")
+    install(other, home=home, environ=env, devsup_path="/usr/bin/true", run=FakeSystemctl())
+    kept = install(
+        config,
+        home=home,
+        environ=env,
+        devsup_path="/usr/bin/true",
+        run=FakeSystemctl(),
+        instance="demo",
+    )
+    assert kept.retired is None and legacy.exists()
+
+
+def test_cli_service_names_the_unit_after_the_worktree_instance(home: Path, tmp_path: Path) -> None:
+    """`devsup service install` in a linked worktree installs devsup-<project>-<slug>.service."""
+    main = tmp_path / "main"
+    (main / ".git" / "worktrees" / "wt").mkdir(parents=True)
+    tree = tmp_path / "Review_2"
+    tree.mkdir()
+    (tree / ".git").write_text(f"gitdir: {main}/.git/worktrees/wt\n")
+    (tree / "devsup.yaml").write_text("project: demo\n")
+    env = {**offline_env(home), "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "devsupervisor", "service", "install"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (home / ".config/systemd/user/devsup-demo-review-2.service").is_file(), done.stderr
+    subprocess.run(
+        [sys.executable, "-m", "devsupervisor", "service", "uninstall"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert not (home / ".config/systemd/user/devsup-demo-review-2.service").exists()

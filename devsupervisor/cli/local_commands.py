@@ -10,6 +10,8 @@ import asyncio
 import faulthandler
 import sys
 
+from devsupervisor import instance
+from devsupervisor.config.identity import read_identity
 from devsupervisor.config.load import load_config
 from devsupervisor.config.locate import find_config
 from devsupervisor.config.render import render_resolved
@@ -43,11 +45,30 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def service_instance(args: argparse.Namespace) -> str:
+    """The instance `service` acts on: `--instance`, else that of the config found as for
+    `run` (its `instance:`, else derived from the checkout).
+
+    Raises:
+        ConfigNotFound: no `--instance` and no config.
+    """
+    if args.instance:
+        return instance.resolve("", None, None, args.instance)
+    config_path = find_config(args.config)
+    project, configured = read_identity(config_path)
+    if project is None and configured is None:
+        return load_config(config_path).project  # raises the config's own error
+    return instance.resolve(project or "", configured, config_path)
+
+
 def cmd_service(args: argparse.Namespace) -> int:
     quiet_library_logs()
+    name = service_instance(args)
     if args.action == "install":
         config_path = find_config(args.config)
-        result = service.install(config_path, force=args.force)
+        result = service.install(config_path, force=args.force, instance=name)
+        if result.retired is not None:
+            print(f"replaced {result.retired} (devsup before instances) for instance {name}")
         print(f"{'wrote' if result.changed else 'unchanged'} {result.unit_path}")
         for run in result.ran:
             print(f"ran: {' '.join(run.argv)} (exit {run.returncode})")
@@ -60,10 +81,10 @@ def cmd_service(args: argparse.Namespace) -> int:
                 print("  " + " ".join(argv))
         return 0 if result.ok else 1
     if args.action == "uninstall":
-        removed = service.uninstall()
+        removed = service.uninstall(instance=name)
         print(f"{'removed' if removed.removed else 'nothing to remove at'} {removed.unit_path}")
         return 0 if removed.ok else 1
-    st = service.status()
+    st = service.status(instance=name)
     print(f"unit     {st.unit_path} ({'installed' if st.installed else 'not installed'})")
     if st.exec_start:
         print(f"runs     {st.exec_start}")

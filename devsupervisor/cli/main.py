@@ -118,6 +118,7 @@ def _service(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["install", "uninstall", "status"])
     parser.add_argument("--config", help="config file the unit runs with")
     parser.add_argument("--force", action="store_true", help="replace a unit devsup did not write")
+    parser.add_argument("--instance", help="instance whose unit (default: from the config)")
 
 
 def _nothing(parser: argparse.ArgumentParser) -> None:

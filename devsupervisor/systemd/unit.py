@@ -26,6 +26,7 @@ from devsupervisor.errors import ConfigNotFound, UsageError
 
 log = structlog.get_logger(__name__)
 
+# The one unit of devsup before instances; `install` retires it when it runs the same config.
 UNIT_NAME = "devsup.service"
 
 # First line of every unit install writes; uninstall removes no unit without it.
@@ -99,6 +100,7 @@ class InstallResult:
     enabled: bool  # the unit is enabled (starts at login)
     ran: tuple[CommandRun, ...]
     todo: tuple[tuple[str, ...], ...]  # commands for the user to run (no manager answered)
+    retired: Path | None = None  # the pre-instances devsup.service this unit replaced
 
     @property
     def ok(self) -> bool:
@@ -127,6 +129,12 @@ class ServiceStatus:
     manager: bool
     enabled: str | None  # `systemctl --user is-enabled` (works without a manager)
     active: str | None  # `systemctl --user is-active`, only when a manager answers
+
+
+def unit_name(instance: str | None) -> str:
+    """One unit per instance, named after it (PRODUCT.md, "Instances"): `devsup-<instance>.service`.
+    None names the single `devsup.service` of devsup before instances."""
+    return UNIT_NAME if instance is None else f"devsup-{instance}.service"
 
 
 def unit_dir(home: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
@@ -173,8 +181,11 @@ def install(
     devsup_path: str | None = None,
     force: bool = False,
     run: Runner = subprocess.run,
+    instance: str | None = None,
 ) -> InstallResult:
-    """Write the unit for `devsup run --config <config_path>` and enable and start it.
+    """Write the unit for `devsup run --config <config_path> --instance <instance>` and enable
+    and start it. Units of other instances are left alone; a `devsup.service` of devsup before
+    instances that runs the same config is stopped and removed (it would run a second daemon).
 
     Args:
         config_path: the config the service runs with; None lets `devsup run` search for one.
@@ -183,6 +194,7 @@ def install(
         devsup_path: the devsup executable to run (default: see `devsup_command`).
         force: overwrite a devsup.service that install did not write.
         run: stands in for `subprocess.run`.
+        instance: the instance the unit runs (`unit_name`); None for the single devsup.service.
 
     Raises:
         ConfigNotFound: config_path does not exist.
@@ -195,40 +207,66 @@ def install(
         if not config.is_file():
             raise ConfigNotFound("no such config file", file=str(config))
         command = (*command, "--config", str(config))
+    if instance is not None:
+        # Explicit: a renamed worktree directory must not change which daemon the unit runs.
+        command = (*command, "--instance", instance)
+    name = unit_name(instance)
     carried = {name: env[name] for name in CARRIED_ENV if env.get(name)}
     text = MARKER + "\n" + render_unit(command, carried)
 
-    path = unit_dir(home, env) / UNIT_NAME
+    path = unit_dir(home, env) / name
     current = _read(path)
     if current is not None and not _is_ours(current) and not force:
         raise UsageError(f"{path} was not written by devsup; remove it or use --force")
     changed = current != text
     if changed:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{UNIT_NAME}.tmp")
+        tmp = path.with_name(f".{name}.tmp")
         tmp.write_text(text)
         tmp.replace(path)
     log.info("service.installed", unit=str(path), changed=changed)
 
     systemctl = _Systemctl(run, home, env)
     manager = systemctl.manager_answers()
+    retired, retiring = _retire_legacy(path, command, systemctl, manager)
     if manager:
         # restart on a change (a running daemon keeps its old ExecStart until restarted); start
         # is a no-op when already running. --no-block: READY=1 may be minutes away on first run.
         ran = (
+            *retiring,
             systemctl("daemon-reload"),
-            systemctl("enable", UNIT_NAME),
-            systemctl("restart" if changed else "start", "--no-block", UNIT_NAME),
+            enabled := systemctl("enable", name),
+            systemctl("restart" if changed else "start", "--no-block", name),
         )
-        return InstallResult(path, command, changed, True, ran[1].ok, ran, ())
-    enable = systemctl("enable", UNIT_NAME)
+        return InstallResult(path, command, changed, True, enabled.ok, ran, (), retired)
+    enable = systemctl("enable", name)
     todo = [_systemctl_argv("daemon-reload")]
     todo.append(
-        _systemctl_argv("start", UNIT_NAME)
-        if enable.ok
-        else _systemctl_argv("enable", "--now", UNIT_NAME)
+        _systemctl_argv("start", name) if enable.ok else _systemctl_argv("enable", "--now", name)
     )
-    return InstallResult(path, command, changed, False, enable.ok, (enable,), tuple(todo))
+    return InstallResult(
+        path, command, changed, False, enable.ok, (*retiring, enable), tuple(todo), retired
+    )
+
+
+def _retire_legacy(
+    unit: Path, command: Sequence[str], systemctl: _Systemctl, manager: bool
+) -> tuple[Path | None, tuple[CommandRun, ...]]:
+    """Stop and remove the pre-instances devsup.service when it is ours and runs the config
+    `command` runs: it is this instance's daemon under its old unit name."""
+    legacy = unit.with_name(UNIT_NAME)
+    if legacy == unit or "--config" not in command:
+        return None, ()
+    text = _read(legacy)
+    config = command[list(command).index("--config") + 1]
+    exec_start = _exec_start_of(text) or ""
+    runs_config = f" --config {_quote_exec(config, False)} " in f"{exec_start} "
+    if text is None or not _is_ours(text) or not runs_config:
+        return None, ()
+    ran = systemctl("disable", "--now", UNIT_NAME) if manager else systemctl("disable", UNIT_NAME)
+    legacy.unlink()
+    log.info("service.retired", unit=str(legacy), replaced_by=str(unit))
+    return legacy, (ran,)
 
 
 def uninstall(
@@ -236,14 +274,17 @@ def uninstall(
     home: Path | None = None,
     environ: Mapping[str, str] | None = None,
     run: Runner = subprocess.run,
+    instance: str | None = None,
 ) -> UninstallResult:
-    """Stop, disable and remove the unit install wrote; nothing else.
+    """Stop, disable and remove the unit install wrote for `instance`; nothing else (other
+    instances' units stay).
 
     Raises:
-        UsageError: the devsup.service there was not written by install.
+        UsageError: the unit there was not written by install.
     """
     env = dict(os.environ if environ is None else environ)
-    path = unit_dir(home, env) / UNIT_NAME
+    name = unit_name(instance)
+    path = unit_dir(home, env) / name
     current = _read(path)
     systemctl = _Systemctl(run, home, env)
     manager = systemctl.manager_answers()
@@ -253,7 +294,7 @@ def uninstall(
         raise UsageError(f"{path} was not written by devsup service install; leaving it alone")
     # Disable before removing: systemctl needs the unit file to find the symlinks enable made,
     # and --now stops the daemon while its unit is still loaded.
-    ran = [systemctl("disable", "--now", UNIT_NAME) if manager else systemctl("disable", UNIT_NAME)]
+    ran = [systemctl("disable", "--now", name) if manager else systemctl("disable", name)]
     path.unlink()
     if manager:
         ran.append(systemctl("daemon-reload"))
@@ -266,19 +307,21 @@ def status(
     home: Path | None = None,
     environ: Mapping[str, str] | None = None,
     run: Runner = subprocess.run,
+    instance: str | None = None,
 ) -> ServiceStatus:
-    """Whether the unit is installed (and by us), enabled, and active."""
+    """Whether `instance`'s unit is installed (and by us), enabled, and active."""
     env = dict(os.environ if environ is None else environ)
-    path = unit_dir(home, env) / UNIT_NAME
+    name = unit_name(instance)
+    path = unit_dir(home, env) / name
     current = _read(path)
     systemctl = _Systemctl(run, home, env)
     manager = systemctl.manager_answers()
     enabled = active = None
     if current is not None:
         # is-enabled/is-active exit non-zero for "disabled"/"inactive": the output is the answer.
-        enabled = systemctl("is-enabled", UNIT_NAME).output.strip() or None
+        enabled = systemctl("is-enabled", name).output.strip() or None
         if manager:
-            active = systemctl("is-active", UNIT_NAME).output.strip() or None
+            active = systemctl("is-active", name).output.strip() or None
     return ServiceStatus(
         unit_path=path,
         installed=current is not None,

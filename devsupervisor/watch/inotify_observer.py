@@ -5,10 +5,17 @@ root (never one per directory: the default per-user limit is 128 instances). Whe
 event queue overflows, events are lost; watchdog (>= 7.1) tells its watch groups, ours turn that
 into a `QueueOverflowEvent` on the observer's queue, and the watcher answers with a full rescan,
 so no change is lost.
+
+The watch limit (fs.inotify.max_user_watches): watchdog skips a subdirectory it cannot watch
+without a word, so a tree past the limit would be half watched. Our group refuses instead: on
+ENOSPC while setting up it removes what it added and raises (the watcher polls that root), and on
+ENOSPC for a directory created later it queues a `WatchLimitEvent` (the watcher then polls that
+root from then on).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,14 +33,39 @@ class QueueOverflowEvent(FileSystemEvent):
 
 
 @dataclass
+class WatchLimitEvent(FileSystemEvent):
+    """Synthetic event: a directory below the watch on `src_path` could not be watched (ENOSPC)."""
+
+    event_type = "watch_limit"
+
+
+@dataclass
 class _OverflowReportingGroup(InotifyWatchGroup):
-    """watchdog's watch group, plus a hook run after it has rebuilt its watches on overflow."""
+    """watchdog's watch group, plus hooks for a queue overflow and for the watch limit."""
 
     on_overflow: Callable[[], None] = field(default=lambda: None)
+    on_limit: Callable[[], None] = field(default=lambda: None)
 
     def on_queue_overflow(self) -> None:
         super().on_queue_overflow()
         self.on_overflow()
+
+    def _add_callback(self, path: bytes) -> None:
+        # InotifyWatchGroup._add_callback, except that ENOSPC is never swallowed (it touches
+        # the group's private maps as the original does).
+        try:
+            wd = self._inotify_fd.add_callback(path, self.event_mask, self._callback, self._id)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                if not self.is_active:  # setting up: leave nothing half-watched behind
+                    self._remove_callbacks(list(self._active_callbacks_by_watch))
+                    raise
+                self.on_limit()
+            elif path == self.path:
+                raise
+            return  # a directory that vanished meanwhile, as watchdog has it
+        self._active_callbacks_by_path[path] = wd
+        self._active_callbacks_by_watch[wd] = path
 
 
 class _OverflowReportingEmitter(InotifyEmitter):
@@ -64,10 +96,14 @@ class _OverflowReportingEmitter(InotifyEmitter):
             event_mask=self.get_event_mask_from_filter(),
             follow_symlink=self.watch.follow_symlink,
             on_overflow=self._queue_overflow_marker,
+            on_limit=self._queue_limit_marker,
         )
 
     def _queue_overflow_marker(self) -> None:
         self._marker_queue.put((QueueOverflowEvent(self.watch.path, is_synthetic=True), self.watch))
+
+    def _queue_limit_marker(self) -> None:
+        self._marker_queue.put((WatchLimitEvent(self.watch.path, is_synthetic=True), self.watch))
 
 
 class OverflowAwareObserver(BaseObserver):

@@ -30,11 +30,17 @@ while the loop is busy are merged into one batch.
 Budget: one observer (`inotify_observer.OverflowAwareObserver`), so one inotify instance, and one
 recursive watch per root. When the kernel's event queue overflows, the observer queues a
 `QueueOverflowEvent` and the watcher answers with a full rescan, so no change is lost.
+
+A root inotify cannot cover (missing when its watch is set up, deleted while watched, or past the
+inotify watch limit) is handed to a `RootPoller`: it waits for a missing root to come back and
+polls a root past the limit, and the watcher rescans, so its changes are still reported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 import threading
 import time
@@ -52,14 +58,19 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from devsupervisor.logs.pipeline import get_logger
 from devsupervisor.watch import scan
 from devsupervisor.watch.content_hash import hash_file
 from devsupervisor.watch.content_index import ContentIndex, digest_of
 from devsupervisor.watch.ignore import GITIGNORE, PathFilter
-from devsupervisor.watch.inotify_observer import OverflowAwareObserver, QueueOverflowEvent
+from devsupervisor.watch.inotify_observer import (
+    OverflowAwareObserver,
+    QueueOverflowEvent,
+    WatchLimitEvent,
+)
+from devsupervisor.watch.root_poller import RootPoller
 
 log = get_logger()
 
@@ -152,6 +163,12 @@ class SourceWatcher:
         # Nested roots: the deepest root's filter has the last word on each file.
         self._nested = any(a != b and a.is_relative_to(b) for a in self._roots for b in self._roots)
         self._observer: BaseObserver | None = None
+        self._handler = _Handler(self._handle_event)
+        # Root -> its inotify watch. Its own lock: the observer's dispatch thread holds the
+        # observer's lock while it calls us, and (un)scheduling takes that lock too.
+        self._watch_lock = threading.Lock()
+        self._watches: dict[Path, ObservedWatch] = {}
+        self._poller = RootPoller(try_watch=self._try_watch, rescan=self._poll_rescan)
         # Guards _filters, _index, _indexing, _touched and _unsettled.
         self._lock = threading.Lock()
         self._filters: tuple[PathFilter, ...] = ()
@@ -219,6 +236,7 @@ class SourceWatcher:
         self._stopping.set()
         if self._indexer is not None:
             self._indexer.join()  # it checks _stopping between directories
+        self._poller.stop()
         observer.stop()
         if observer.is_alive():
             observer.join()
@@ -283,16 +301,16 @@ class SourceWatcher:
         observer = self._observer
         try:
             assert observer is not None
-            handler = _Handler(self._handle_event)
-            for root in self._roots:
-                observer.schedule(
-                    handler, str(root), recursive=self._recursive, event_filter=WATCHED_EVENTS
-                )
             observer.start()
         except Exception as exc:
             # Without watches no change is seen; the index still serves fingerprint().
             log.error("watch.failed", roots=[str(r) for r in self._roots], error=str(exc))
         else:
+            # Root by root, once the observer runs: a root that cannot be watched (missing,
+            # watch limit) is polled by the RootPoller; the others are watched as usual.
+            for root in self._roots:
+                if (error := self._try_watch(root)) is not None:
+                    self._poller.add(root, error)
             log.info(
                 "watch.started",
                 roots=[str(r) for r in self._roots],
@@ -369,6 +387,27 @@ class SourceWatcher:
             # A cache: without it the next start hashes everything, nothing worse.
             log.warning("watch.index_unsaved", path=str(self._index_path), error=str(exc))
 
+    def _try_watch(self, root: Path) -> BaseException | None:
+        """Watch `root` with inotify, replacing a watch that ended; the error, or None."""
+        observer = self._observer
+        if observer is None:
+            return None  # stopping: nothing to watch for
+        with self._watch_lock:
+            old = self._watches.pop(root, None)
+            if old is not None:
+                with contextlib.suppress(KeyError):  # already gone with its emitter
+                    observer.unschedule(old)
+            try:
+                self._watches[root] = observer.schedule(
+                    self._handler, str(root), recursive=self._recursive, event_filter=WATCHED_EVENTS
+                )
+            except OSError as exc:
+                return exc
+        return None
+
+    def _poll_rescan(self) -> None:
+        self._report(self.rescan())
+
     # Observer thread.
 
     def _handle_event(self, event: FileSystemEvent) -> None:
@@ -378,6 +417,16 @@ class SourceWatcher:
                 log.warning("watch.overflow", root=os.fsdecode(event.src_path))
                 self._report(self.rescan())
                 return
+            if isinstance(event, WatchLimitEvent):
+                root = Path(os.fsdecode(event.src_path))
+                self._poller.add(root, OSError(errno.ENOSPC, "inotify watch limit reached"))
+                self._report(self.rescan())
+                return
+            if isinstance(event, DirDeletedEvent) and Path(os.fsdecode(event.src_path)) in (
+                self._roots
+            ):
+                # Its inotify watch ended with it: wait for it to come back.
+                self._poller.add(Path(os.fsdecode(event.src_path)), "the directory was deleted")
             self._report(self._rehash_for(event))
         except Exception:
             log.exception("watch.error", fs_event=repr(event))

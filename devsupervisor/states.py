@@ -49,6 +49,16 @@ PLATFORM_EDGES: dict[PlatformState, frozenset[PlatformState]] = {
 }
 
 
+def resting_state(before: PlatformState, *, alive: bool) -> PlatformState:
+    """Where a dropped build (cancelled or superseded) returns to: what ran before it, judged
+    by whether a platform process is still alive."""
+    if before in (_P.BUILDING, _P.STARTING):
+        return _P.RUNNING if alive else _P.STOPPED
+    if before in (_P.RUNNING, _P.BUILD_FAILED):
+        return before if alive else _P.STOPPED
+    return before
+
+
 class StackState(StrEnum):
     STARTING = "starting"
     RUNNING = "running"

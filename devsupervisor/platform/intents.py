@@ -94,6 +94,12 @@ class Waiters:
 
     futures: list[Outcome] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, outcome: Outcome | None) -> Waiters:
+        waiters = cls()
+        waiters.add(outcome)
+        return waiters
+
     def add(self, outcome: Outcome | None) -> None:
         if outcome is not None:
             self.futures.append(outcome)
@@ -104,8 +110,7 @@ class Waiters:
 
     def resolve(self, ok: bool) -> None:
         for future in self.futures:
-            if not future.done():
-                future.set_result(ok)
+            resolve(future, ok)
         self.futures.clear()
 
 
@@ -120,3 +125,14 @@ Intent = (
     | SetPaused
     | Stop
 )
+
+
+def resolve(outcome: Outcome | None, ok: bool) -> None:
+    """Answer a caller (once; a later answer to the same future is ignored)."""
+    if outcome is not None and not outcome.done():
+        outcome.set_result(ok)
+
+
+def answer(intent: Intent, ok: bool) -> None:
+    """Answer whoever waits on `intent`, if anyone does."""
+    resolve(getattr(intent, "outcome", None), ok)

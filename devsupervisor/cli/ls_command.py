@@ -68,17 +68,21 @@ def entry(socket: Path) -> dict[str, Any] | None:
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    """The rows as a table for a terminal (escaped: the strings come from daemons)."""
+    """The rows as a table for a terminal (each cell escaped: the strings come from daemons)."""
     header = ("INSTANCE", "PROJECT", "STACK", "STATE", "PORTS", "DASHBOARD", "CHECKOUT")
+    # Escaped before measuring, so the columns line up as shown.
     table = [header] + [
-        (
-            str(row["instance"]),
-            str(row["project"]),
-            str(row["stack"]),
-            str(row["state"]),
-            ",".join(f"{name}={port}" for name, port in row["ports"].items()) or "-",
-            str(row["dashboard"] or "-"),
-            str(row["checkout"] or "-"),
+        tuple(
+            escape(cell)
+            for cell in (
+                str(row["instance"]),
+                str(row["project"]),
+                str(row["stack"]),
+                str(row["state"]),
+                ",".join(f"{name}={port}" for name, port in row["ports"].items()) or "-",
+                str(row["dashboard"] or "-"),
+                str(row["checkout"] or "-"),
+            )
         )
         for row in rows
     ]
@@ -89,7 +93,7 @@ def render(rows: list[dict[str, Any]]) -> str:
         + line[-1]
         for line in table
     ]
-    return "\n".join(escape(line.rstrip()) for line in lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@ script reports through `summary.add_row` are collected into ONE markdown table, 
 `benchmarks/results.md` with the machine it came from; the exit status is non-zero when any
 script failed.
 
-Run: `python3 benchmarks/run_all.py [--only NAME[,NAME]] [--out FILE]` (or `make bench`).
+Run: `python3 benchmarks/run_all.py [--only NAME[,NAME]] [--out FILE]` (or `make bench`);
+`--from-rows FILE` writes the table from rows collected earlier (scripts run by hand with
+DEVSUP_BENCH_SUMMARY=FILE, e.g. with fewer trials) without running anything.
 """
 
 from __future__ import annotations
@@ -68,11 +70,30 @@ def table(rows: list[dict[str, object]], codes: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
+def write_report(
+    out: Path, rows: list[dict[str, object]], codes: dict[str, int], started_at: datetime
+) -> None:
+    report = (
+        f"# Benchmark results\n\n"
+        f"`make bench` (benchmarks/run_all.py), {started_at:%Y-%m-%d %H:%M} UTC, on "
+        f"{machine()}; load average at the end {os.getloadavg()[0]:.2f}. Medians unless said "
+        f"otherwise; each script's own output has the per-trial figures.\n\n"
+        f"{table(rows, codes)}\n"
+    )
+    out.write_text(report)
+    print(f"\n{report}\nwritten to {out}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--only", help="comma-separated script names (without .py)")
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
+    parser.add_argument("--from-rows", type=Path, help="write the table from these rows only")
     args = parser.parse_args()
+    if args.from_rows is not None:
+        rows = [json.loads(line) for line in args.from_rows.read_text().splitlines() if line]
+        write_report(args.out, rows, {}, datetime.now(UTC))
+        return 0
     scripts = discover()
     if args.only:
         wanted = set(args.only.split(","))
@@ -92,15 +113,7 @@ def main() -> int:
             codes[script.stem] = code
         rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line]
     failed = [name for name, code in codes.items() if code != 0]
-    report = (
-        f"# Benchmark results\n\n"
-        f"`make bench` (benchmarks/run_all.py), {started_at:%Y-%m-%d %H:%M} UTC, on "
-        f"{machine()}; load average at the end {os.getloadavg()[0]:.2f}. Medians unless said "
-        f"otherwise; each script's own output has the per-trial figures.\n\n"
-        f"{table(rows, codes)}\n"
-    )
-    args.out.write_text(report)
-    print(f"\n{report}\nwritten to {args.out}")
+    write_report(args.out, rows, codes, started_at)
     print(f"{len(scripts) - len(failed)}/{len(scripts)} benchmarks succeeded", end="")
     print(f"; failed: {', '.join(failed)}" if failed else "")
     return 1 if failed else 0

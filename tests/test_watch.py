@@ -82,6 +82,7 @@ class Harness:
         index_path: Path | None = None,
         wait_indexed: bool = True,
         hasher: Callable[[str], bytes | None] = hash_file,
+        recursive: bool = True,
     ) -> SourceWatcher:
         watcher = SourceWatcher(
             roots or [self.root],
@@ -93,6 +94,7 @@ class Harness:
             observer_factory=observer_factory,
             index_path=index_path,
             hasher=hasher,
+            recursive=recursive,
         )
         self.watchers.append(watcher)
         self._wait_file_clock()
@@ -648,3 +650,15 @@ def test_persisted_index_is_not_trusted_when_stale(h: Harness, tmp_path: Path) -
         third = h.watch(index_path=index)
     assert index_events(logs)[0]["hashed"] == 3
     assert h.fingerprint(third) == before
+
+
+def test_a_watch_that_is_not_recursive_sees_only_the_top_directory(h: Harness) -> None:
+    """recursive=False (the config watch): files directly in the root only, one watch."""
+    top = write(h.root / "devsup.yaml", "project: a")
+    deep = write(h.root / "src" / "devsup.yaml", "project: b")
+    watcher = h.watch(include=["/devsup.yaml", "/sentinel_*.go"], recursive=False)
+    assert watcher.watched_count == 1
+    deep.write_text("project: c")
+    top.write_text("project: d")
+    h.settle()
+    assert h.reported == {top, h.root / "sentinel_1.go"}

@@ -44,7 +44,12 @@ from devsupervisor.orchestrator import Orchestrator
 from devsupervisor.platform import intents
 from devsupervisor.platform.binary import BinaryTarget, build_outputs
 from devsupervisor.platform.process import set_child_subreaper
-from devsupervisor.platform.records import live_records, stop_leftovers
+from devsupervisor.platform.records import (
+    live_records,
+    mark_instance,
+    stop_instance_leftovers,
+    stop_leftovers,
+)
 from devsupervisor.platform.target import PlatformTarget
 from devsupervisor.ports import PortsExhausted
 from devsupervisor.stack.engine_connection import EngineConnection
@@ -192,6 +197,8 @@ class Daemon:
         # Orphans of the platform's tree (a double fork, `(setsid cmd &)`) come back to devsup
         # instead of init, where the stop sequence finds them by their tree tag.
         set_child_subreaper()
+        # Every child inherits the instance: after a `kill -9` the next daemon finds them all.
+        mark_instance(self.instance)
         try:
             await self.dashboard.start()
             self._install_signal_handlers()
@@ -362,6 +369,12 @@ class Daemon:
         binary = self.config.platform.binary
         await stop_leftovers(
             self.saved.platforms,
+            stop_signal=binary.stop_signal if binary else signal.SIGTERM,
+            timeout=binary.stop_timeout if binary else 5.0,
+        )
+        # What no record names: a platform spawned just before the kill, a build, a compose call.
+        await stop_instance_leftovers(
+            self.instance,
             stop_signal=binary.stop_signal if binary else signal.SIGTERM,
             timeout=binary.stop_timeout if binary else 5.0,
         )

@@ -317,6 +317,7 @@ class PlatformOwner:
             self._crashed(None, reason=str(exc))
             return False
         self._slot.started_at = self._clock()
+        self._on_state()  # the state file names the new process before it is even ready
         log.info(
             "platform.started",
             pid=target.pid,

@@ -36,7 +36,8 @@ def test_status_screen_of_a_daemon_before_instances() -> None:
 
 
 def test_ls_table_is_aligned_and_escaped() -> None:
-    """One row per instance, columns aligned, the checkout last, daemon text escaped."""
+    """One row per instance, columns aligned, checkout last, ports on a line of their own,
+    daemon text escaped."""
     rows = [
         {
             "instance": "demo",
@@ -58,17 +59,11 @@ def test_ls_table_is_aligned_and_escaped() -> None:
         },
     ]
     lines = ls_command.render(rows).splitlines()
-    assert lines[0].split() == [
-        "INSTANCE",
-        "PROJECT",
-        "STACK",
-        "STATE",
-        "PORTS",
-        "DASHBOARD",
-        "CHECKOUT",
-    ]
-    assert lines[1].split()[4] == "PLATFORM_PORT=8080"
-    assert lines[1].index("skeleton") == lines[2].index("fullstack")
+    assert lines[0].split() == ["INSTANCE", "PROJECT", "STACK", "STATE", "DASHBOARD", "CHECKOUT"]
+    assert lines[2] == "  ports  PLATFORM_PORT=8080"
+    assert lines[1].index("skeleton") == lines[3].index("fullstack")
+    assert lines[1].endswith("/src/main/config/devsup.yaml")
+    assert len(lines) == 4  # no ports line for an instance without ports
     assert "\x1b" not in "".join(lines)
 
 

@@ -50,7 +50,9 @@ def entry(socket: Path) -> dict[str, Any] | None:
     try:
         with Client(socket, timeout=STATUS_TIMEOUT) as client:
             status = client.call("status")
-    except DevsupError:
+    except (DevsupError, OSError):
+        # OSError: not a daemon's stream socket (a platform's datagram notify socket lives in
+        # the same directory: EPROTOTYPE), or gone meanwhile.
         return None
     if not isinstance(status, dict):
         return None
@@ -68,32 +70,30 @@ def entry(socket: Path) -> dict[str, Any] | None:
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    """The rows as a table for a terminal (each cell escaped: the strings come from daemons)."""
-    header = ("INSTANCE", "PROJECT", "STACK", "STATE", "PORTS", "DASHBOARD", "CHECKOUT")
-    # Escaped before measuring, so the columns line up as shown.
-    table = [header] + [
+    """The rows as a table for a terminal, each instance's ports on an indented line under it
+    (they would make the table too wide). Each cell is escaped: the strings come from daemons."""
+    header = ("INSTANCE", "PROJECT", "STACK", "STATE", "DASHBOARD", "CHECKOUT")
+    cells = [
         tuple(
-            escape(cell)
-            for cell in (
-                str(row["instance"]),
-                str(row["project"]),
-                str(row["stack"]),
-                str(row["state"]),
-                ",".join(f"{name}={port}" for name, port in row["ports"].items()) or "-",
-                str(row["dashboard"] or "-"),
-                str(row["checkout"] or "-"),
-            )
+            escape(str(row[key] if row[key] is not None else "-"))
+            for key in ("instance", "project", "stack", "state", "dashboard", "checkout")
         )
         for row in rows
     ]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False))
-        + "  "
-        + line[-1]
-        for line in table
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+    # Escaped before measuring, so the columns line up as shown.
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header) - 1)]
+
+    def line(values: tuple[str, ...]) -> str:
+        padded = (cell.ljust(width) for cell, width in zip(values, widths, strict=False))
+        return ("  ".join(padded) + "  " + values[-1]).rstrip()
+
+    lines = [line(header)]
+    for row, values in zip(rows, cells, strict=True):
+        lines.append(line(values))
+        if row["ports"]:
+            ports = "  ".join(f"{name}={port}" for name, port in row["ports"].items())
+            lines.append(escape(f"  ports  {ports}"))
+    return "\n".join(lines)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

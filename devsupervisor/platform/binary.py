@@ -49,6 +49,12 @@ def run_executable(run: str) -> str | None:
     return argv[0] if argv and "/" in argv[0] else None
 
 
+def starts_with_exec(run: str) -> bool:
+    """Whether `run` execs its program (after any `VAR=x`), which then keeps the shell's pid."""
+    words = [w for w in shell_words(run) if "=" not in w]
+    return words[:1] == ["exec"]
+
+
 def build_outputs(config: BinaryConfig) -> list[Path]:
     """Files the build writes: never a reason to build again (no feedback loop).
 
@@ -212,6 +218,9 @@ class BinaryTarget:
         if listeners:
             fds = listeners.fds()
             env.update(listeners.env())
+            if not starts_with_exec(self._config.run):
+                # LISTEN_PID names the shell; the program it forks will not take the sockets.
+                log.warning("platform.listen_without_exec", run=self._config.run)
         if self.uses_notify:
             directory = self._runtime_dir or socket_dir()
             self._notify = NotifySocket(directory, tag, on_status=self._status)

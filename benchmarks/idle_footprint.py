@@ -369,7 +369,8 @@ def nodemon(bench: Bench, tools: Path) -> Reloader | None:
     if not binary.exists():
         return None
     env = {**os.environ, "ADDR": f"127.0.0.1:{bench.port}"}
-    argv = [str(binary), "--quiet", "--delay", "0", "--ext", "go,mod,sum"]
+    # SIGTERM: nodemon's default SIGUSR2 is ignored by a Go program that does not ask for it.
+    argv = [str(binary), "--quiet", "--delay", "0", "--signal", "SIGTERM", "--ext", "go,mod,sum"]
     argv += ["--watch", str(bench.tree), "--watch", str(bench.app)]
     argv += ["--ignore", str(bench.app / "bin"), "--exec", shell_command(bench)]
     return Reloader("nodemon", argv, bench.base, env, rss_process=str(binary))
@@ -518,6 +519,9 @@ def measure_growth(bench: Bench, growth: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # Started in the background by a non-interactive shell, this process (and so every child)
+    # would ignore SIGINT, and watchfiles stops its child with SIGINT: make it the default again.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     wanted = args.only.split(",")
     print(f"cpus: {os.cpu_count()}; load: {os.getloadavg()[0]:.2f}; files: {args.files}")
     with tempfile.TemporaryDirectory(prefix="idle-bench-") as tmp:

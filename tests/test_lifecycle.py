@@ -360,3 +360,22 @@ def test_devsup_stop_stops_a_double_forked_helper(
     finally:
         for proc in _marked(marker):
             proc.kill()
+
+
+def test_live_edit_to_an_unbalanced_quote_stops_the_old_platform(
+    daemon: DaemonProcess, fake_project: FakeProject
+) -> None:
+    """A live config edit whose `run` sh rejects: the old platform is stopped (never left
+    untracked), the new one's exit is reported, the daemon keeps answering."""
+    old = _start(daemon, fake_project)["platform"]["pid"]
+    fake_project.run = f"{fake_project.run} 'oops"
+    fake_project.write_config()
+    daemon.wait_event("config.reloaded")
+    exited = wait_until(
+        lambda: [e for e in daemon.events() if e["event"] == "platform.exited"],
+        what="the new platform's exit",
+    )[0]
+    assert exited["exit_code"] == 2
+    assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
+    assert daemon.status()["config_error"] is None
+    assert daemon.stop() == 0, daemon.log_tail()

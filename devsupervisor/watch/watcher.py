@@ -101,9 +101,6 @@ SETTLE_GRACE = 0.05
 # reading; a change up to one tick (1-10 ms) before it may too, and counts as a change.
 CLOCK_REALTIME_COARSE = 5
 INDEXER_THREAD = "devsup-index"
-# The indexer's nice value (Linux: per thread): it yields the CPU to the first build, which the
-# platform's start waits for, while the index is only waited for by a fingerprint.
-INDEXER_NICE = 10
 # Stands for "content unknown" while the index is built: equal to no digest.
 UNKNOWN = b"?"
 
@@ -319,10 +316,8 @@ class SourceWatcher:
                 roots=[str(r) for r in self._roots],
                 duration=round(time.monotonic() - started, 3),
             )
-        # The first build runs meanwhile and matters more; threads started from here on (none
-        # should be) would inherit this.
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INDEXER_NICE)
+        # Not niced: a fingerprint (a restart deciding whether to build) waits for this, and
+        # an unprivileged process cannot raise the priority back once it has lowered it.
         self._build_index()
 
     def _build_index(self) -> None:

@@ -97,7 +97,9 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    rows = [row for row in map(entry, sockets()) if row is not None]
+    rows = sorted(
+        (row for row in map(entry, sockets()) if row is not None), key=lambda r: str(r["instance"])
+    )
     if args.json:
         # ensure_ascii (the default) writes control characters as \u escapes: safe on a terminal.
         print(json.dumps(rows, indent=2))

@@ -26,8 +26,14 @@ RUNS = 10
 SEED = int(os.environ.get("DEVSUP_FAULT_SEED", "20261127"))
 
 
+def _is_platform(proc: psutil.Process, needle: str) -> bool:
+    """The platform process itself (not the `sh -c` a run string without exec leaves above it)."""
+    cmdline = proc.cmdline()
+    return any(needle in arg for arg in cmdline) and proc.name() != "sh"
+
+
 def _platforms(mark: str, needle: str) -> list[psutil.Process]:
-    return [p for p in marked_processes(mark) if needle in " ".join(p.cmdline())]
+    return [p for p in marked_processes(mark) if _is_platform(p, needle)]
 
 
 def _only_new_daemon_left(mark: str, daemon: DaemonProcess, needle: str, why: str) -> None:

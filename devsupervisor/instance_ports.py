@@ -59,7 +59,12 @@ class InstancePorts:
         missing = {name: port for name, port in config.ports.items() if name not in self.current}
         if missing:
             self._registry.allocate(
-                self.instance, missing, self._saved.ports, save=self._save, own=self._own_ports
+                self.instance,
+                missing,
+                self._saved.ports,
+                save=self._save,
+                own=self._own_ports,
+                given=self.current.values(),
             )
         for name in config.ports:
             self._environ[name] = str(self.current[name])

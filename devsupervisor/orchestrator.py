@@ -30,7 +30,15 @@ from devsupervisor.status_types import DockerStatus, PlatformStatus, ServiceStat
 log = get_logger()
 
 # Config sections compared on a live reload; `project` cannot change while running.
-RELOADABLE = ("compose", "stacks", "default_stack", "platform", "dependencies", "on_exit")
+RELOADABLE = (
+    "compose",
+    "stacks",
+    "default_stack",
+    "platform",
+    "dependencies",
+    "on_exit",
+    "ports",
+)
 
 TargetFactory = Callable[[Config, str], PlatformTarget]
 
@@ -316,7 +324,8 @@ class Orchestrator:
         self.platform.build_timeout = new.platform.build_timeout
         if old.platform.watch != new.platform.watch:
             await self._restart_watcher()
-        if {"compose", "stacks"} & set(changed):
+        # A new port name is a new variable the compose files may publish with: re-apply.
+        if {"compose", "stacks", "ports"} & set(changed):
             await self._apply_services(self.stack_name, self.stack_name)
         platform_changed = old.platform != new.platform or (
             old.stacks[self.stack_name].platform != new.stacks[self.stack_name].platform

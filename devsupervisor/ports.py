@@ -21,7 +21,7 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 
 from devsupervisor import statefile
@@ -123,6 +123,7 @@ class PortRegistry:
         *,
         save: Save,
         own: OwnPorts = set,
+        given: Collection[int] = (),
     ) -> dict[str, int]:
         """A port for each NAME of `wanted` (NAME -> default), preferring `kept` (the ports this
         instance had), then the default, then the next free port above it. `save` records the
@@ -131,6 +132,8 @@ class PortRegistry:
         Args:
             own: the ports this instance's own containers and processes hold (asked only when
                 a port is not free, since it may ask the engine).
+            given: ports this instance already has for other names (a live reload that adds a
+                name): never given twice.
 
         Raises:
             PortsExhausted: no port left above a default, or the lock cannot be taken.
@@ -139,7 +142,7 @@ class PortRegistry:
             return {}
         with self._locked():
             held = self.held_by_others(instance)
-            taken: set[int] = set()
+            taken: set[int] = set(given)
             owned: set[int] | None = None
 
             def usable(port: int) -> bool:

@@ -352,3 +352,30 @@ def test_three_daemons_started_at_once_get_distinct_ports(tmp_path: Path) -> Non
     finally:
         for daemon in daemons:
             daemon.stop()
+
+
+def test_a_live_reload_adds_a_port_and_keeps_the_others(tmp_path: Path) -> None:
+    """A config edit that adds a port name gets it a port (not one already given) and keeps the
+    ports given before, without a restart of the daemon."""
+    root = tmp_path / "proj"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "app.txt").write_text("v1\n")
+    config = root / "devsup.yaml"
+    web = free_port()
+    body: dict[str, Any] = {"project": "solo", "ports": {"WEB_PORT": web}, **THREE_CONFIG}
+    config.write_text(json.dumps(body))
+    env = {**private_env(), "BUILD_LOG": str(tmp_path / "builds.log")}
+    daemon = DaemonProcess(config, env=env, project="solo")
+    try:
+        daemon.start()
+        wait_until(partial(_platform_running, daemon), 60, "platform running")
+        before = daemon.status()["ports"]
+        body["ports"] = {"WEB_PORT": web, "EXTRA_PORT": before["WEB_PORT"]}
+        write_atomic(config, json.dumps(body))
+        daemon.wait_event("config.reloaded")
+        after = daemon.status()["ports"]
+        assert after["WEB_PORT"] == before["WEB_PORT"]
+        assert after["EXTRA_PORT"] not in (before["WEB_PORT"], 0)
+        assert daemon.status()["config_error"] is None
+    finally:
+        daemon.stop()

@@ -43,6 +43,7 @@ class InstancePorts:
     ) -> None:
         self.instance = instance
         self.current: dict[str, int] = {}
+        self._checkout: str | None = None
         self._saved = saved
         self._store = store
         self._registry = registry or PortRegistry(store.path.parent)
@@ -56,6 +57,7 @@ class InstancePorts:
         Raises:
             PortsExhausted: see `PortRegistry.allocate`.
         """
+        self._checkout = str(config.source) if config.source is not None else None
         missing = {name: port for name, port in config.ports.items() if name not in self.current}
         if missing:
             self._registry.allocate(
@@ -75,6 +77,7 @@ class InstancePorts:
         # Still under the registry's lock: the next daemon to allocate sees these ports taken.
         self.current.update(allocated)
         self._saved.ports = dict(self.current)
+        self._saved.checkout = self._checkout
         self._store.save(self._saved)
 
     def _own_ports(self) -> set[int]:

@@ -6,9 +6,10 @@ reused while it is free. "Free" also counts a port held by this instance's own c
 platform (a daemon restarted while its stack runs must keep the ports the stack publishes).
 
 The registry of held ports is the other instances' state files in the state directory: a stopped
-instance keeps its ports for its next start. Allocation is serialised across this user's
-daemons with `flock` on one lock file there, and the chosen ports are written to the state file
-before the lock is released, so two daemons starting at the same moment never get the same port.
+instance keeps its ports for its next start, until its checkout (config file) is gone.
+Allocation is serialised across this user's daemons with `flock` on one lock file there, and the
+chosen ports are written to the state file before the lock is released, so two daemons starting
+at the same moment never get the same port.
 """
 
 from __future__ import annotations
@@ -111,7 +112,10 @@ class PortRegistry:
         for path in files:
             if path.stem == instance:
                 continue
-            for port in statefile.load(path).ports.values():
+            state = statefile.load(path)
+            if state.checkout is not None and not os.path.exists(state.checkout):
+                continue  # its checkout was removed (a deleted worktree): it holds nothing
+            for port in state.ports.values():
                 held.setdefault(port, path.stem)
         return held
 

@@ -54,6 +54,9 @@ class SavedState:
     builds: dict[str, str] = field(default_factory=dict)
     # port NAME -> the port this instance was given (kept while free, PRODUCT.md "Instances")
     ports: dict[str, int] = field(default_factory=dict)
+    # The config file of this instance's checkout: once it is gone (a removed worktree), other
+    # instances may take its ports.
+    checkout: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +64,7 @@ class SavedState:
             "platforms": [{"pid": p.pid, "create_time": p.create_time} for p in self.platforms],
             "builds": dict(self.builds),
             "ports": dict(self.ports),
+            "checkout": self.checkout,
         }
 
 
@@ -168,6 +172,7 @@ class _Reader:
             platforms=self._platforms(),
             builds=self._mapping("builds", _is_str),
             ports=self._mapping("ports", _is_port),
+            checkout=self._checkout(),
         )
 
     def _ignore(self, key: str, value: Any, reason: str) -> None:
@@ -184,6 +189,13 @@ class _Reader:
         if stack is None or (isinstance(stack, str) and stack):
             return stack
         self._ignore("stack", stack, "not a non-empty string")
+        return None
+
+    def _checkout(self) -> str | None:
+        checkout = self._raw.get("checkout")
+        if checkout is None or (isinstance(checkout, str) and checkout):
+            return checkout
+        self._ignore("checkout", checkout, "not a non-empty string")
         return None
 
     def _platforms(self) -> list[PlatformRecord]:

@@ -52,6 +52,19 @@ def test_second_instance_gets_the_next_free_ports(tmp_path: Path) -> None:
     assert allocate(reg, "b", {"DB": 5432, "WEB": 8080}) == {"DB": 5435, "WEB": 8080}
 
 
+def test_ports_of_a_removed_checkout_are_free_again(tmp_path: Path) -> None:
+    """An instance whose config file is gone (a deleted worktree) holds its ports no more; a
+    stopped instance whose checkout exists still does."""
+    checkout = tmp_path / "wt" / "devsup.yaml"
+    checkout.parent.mkdir()
+    checkout.write_text("project: demo\n")
+    StateStore(tmp_path / "old.json").save(SavedState(ports={"DB": 5432}, checkout=str(checkout)))
+    reg = registry(tmp_path)
+    assert allocate(reg, "b", {"DB": 5432}) == {"DB": 5433}
+    checkout.unlink()
+    assert allocate(reg, "c", {"DB": 5432}) == {"DB": 5432}
+
+
 def test_two_names_with_one_default_get_two_ports(tmp_path: Path) -> None:
     """One instance never gets the same port for two names."""
     assert allocate(registry(tmp_path), "a", {"X": 7000, "Y": 7000}) == {"X": 7000, "Y": 7001}

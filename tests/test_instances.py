@@ -37,6 +37,7 @@ from tests.harness import (
     wait_until,
     write_atomic,
 )
+from tests.test_listen_e2e import _go_project
 
 # A first bring-up builds the Go platform and starts the stand-ins on a loaded 2-core machine.
 BRING_UP = 120.0
@@ -377,5 +378,30 @@ def test_a_live_reload_adds_a_port_and_keeps_the_others(tmp_path: Path) -> None:
         assert after["WEB_PORT"] == before["WEB_PORT"]
         assert after["EXTRA_PORT"] not in (before["WEB_PORT"], 0)
         assert daemon.status()["config_error"] is None
+    finally:
+        daemon.stop()
+
+
+def test_only_daemons_sockets_in_the_socket_directory(tmp_path: Path) -> None:
+    """A notify-ready platform's datagram socket lives apart from the control sockets, so a
+    client with no config and no --instance still finds the only daemon."""
+    config = _go_project(tmp_path, "notified", [f"127.0.0.1:{free_port()}"])
+    daemon = DaemonProcess(config, project="notified")
+    try:
+        daemon.start()
+        daemon.wait_platform("running", timeout=120)
+        sockets = sorted(p.name for p in daemon.socket.parent.glob("*.sock"))
+        assert sockets == ["notified.sock"]
+        done = subprocess.run(
+            [sys.executable, "-m", "devsupervisor", "status", "--json"],
+            env=daemon.env,
+            cwd=tmp_path / "platform-services",
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["instance"] == "notified"
     finally:
         daemon.stop()

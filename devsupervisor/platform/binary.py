@@ -222,7 +222,9 @@ class BinaryTarget:
                 # LISTEN_PID names the shell; the program it forks will not take the sockets.
                 log.warning("platform.listen_without_exec", run=self._config.run)
         if self.uses_notify:
-            directory = self._runtime_dir or socket_dir()
+            # A directory of their own: the socket directory holds only daemons' control
+            # sockets, which `devsup ls` and the only-socket fallback of clients go through.
+            directory = self._runtime_dir or socket_dir() / "notify"
             self._notify = NotifySocket(directory, tag, on_status=self._status)
             env["NOTIFY_SOCKET"] = str(self._notify.path)
         else:

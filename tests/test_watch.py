@@ -662,3 +662,26 @@ def test_a_watch_that_is_not_recursive_sees_only_the_top_directory(h: Harness) -
     top.write_text("project: d")
     h.settle()
     assert h.reported == {top, h.root / "sentinel_1.go"}
+
+
+def test_saved_listings_spare_the_walk_and_notice_what_changed(h: Harness, tmp_path: Path) -> None:
+    """A restart lists no unchanged directory again; a file added, or a .gitignore edited,
+    while no watcher ran is seen all the same (the directory's signature moved)."""
+    index = tmp_path / "src.index"
+    write(h.root / "a" / "kept.go", "package a")
+    gen = write(h.root / "b" / "deep" / "gen.go", "package deep")
+    rules = write(h.root / "b" / ".gitignore", "")
+    h.wait_file_clock_past(gen, RACY_WINDOW_NS)
+    h.watch(index_path=index).stop()
+    with capture_logs() as logs:
+        h.watch(index_path=index).stop()
+    assert index_events(logs)[0]["dirs"] == 4  # the root, a, b, b/deep
+    assert index_events(logs)[0]["listed"] == 0
+    assert index_events(logs)[0]["files"] == 2
+    write(h.root / "a" / "added.go", "package a")
+    rules.write_text("deep/\n")
+    with capture_logs() as logs:
+        third = h.watch(index_path=index)
+    assert index_events(logs)[0]["files"] == 2  # kept.go and added.go; gen.go is ignored now
+    fresh = h.watch()  # no saved index: walks everything
+    assert h.fingerprint(third) == h.fingerprint(fresh)

@@ -7,7 +7,9 @@ instead of a `Path` and a tuple: about 180 bytes per file.
 The signature lets a later scan trust an entry without reading the file: a write always moves
 ctime (which no user call can set back), so an unchanged signature means unchanged bytes.
 That is what makes the index worth persisting: the daemon saves it in its state directory, and
-the next start hashes only the files whose signature changed meanwhile.
+the next start hashes only the files whose signature changed meanwhile. Directory listings are
+saved with it (`Listing`): a directory whose own signature and `.gitignore` are unchanged has the
+same entries, so the next start need not list it and match its names against the globs again.
 """
 
 from __future__ import annotations
@@ -19,14 +21,19 @@ import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeGuard
 
 from devsupervisor.watch.content_hash import DIGEST_SIZE
 
 # size, mtime_ns, ctime_ns, inode: what must be equal for an entry to stand without a read.
 SIGNATURE = struct.Struct("<QqqQ")
 ENTRY_SIZE = SIGNATURE.size + DIGEST_SIZE
-# Bumped when the entry layout changes; marshal's format also follows the Python version.
-FORMAT = f"devsup-index-1 py{sys.version_info[0]}.{sys.version_info[1]}"
+# Bumped when the layout changes; marshal's format also follows the Python version.
+FORMAT = f"devsup-index-2 py{sys.version_info[0]}.{sys.version_info[1]}"
+
+# A directory as the walk found it: its signature, its .gitignore's (b"" for none), the names of
+# its watched files and of the subdirectories the walk entered.
+Listing = tuple[bytes, bytes, tuple[str, ...], tuple[str, ...]]
 
 
 def signature(st: os.stat_result) -> bytes:
@@ -46,8 +53,17 @@ def split(path: str) -> tuple[str, str]:
 class ContentIndex:
     """Entries by directory and name. Not thread-safe: the watcher's lock guards it."""
 
-    def __init__(self, dirs: dict[str, dict[str, bytes]] | None = None) -> None:
+    def __init__(
+        self,
+        dirs: dict[str, dict[str, bytes]] | None = None,
+        *,
+        rules: str = "",
+        listings: dict[str, Listing] | None = None,
+    ) -> None:
         self._dirs: dict[str, dict[str, bytes]] = dirs if dirs is not None else {}
+        # What decided which files are watched (globs, build outputs) when `listings` were made.
+        self.rules = rules
+        self.listings: dict[str, Listing] = listings if listings is not None else {}
 
     def __len__(self) -> int:
         return sum(len(names) for names in self._dirs.values())
@@ -68,6 +84,16 @@ class ContentIndex:
             # One string object per directory, shared by every lookup that interns it.
             names = self._dirs[sys.intern(directory)] = {}
         names[name] = entry
+
+    def put_names(self, directory: str, entries: dict[str, bytes]) -> None:
+        """Add entries of one directory, keyed by the caller's name strings (the walk's own:
+        one string per name in memory, shared with the directory's listing)."""
+        if not entries:
+            return
+        names = self._dirs.get(directory)
+        if names is None:
+            names = self._dirs[sys.intern(directory)] = {}
+        names.update(entries)
 
     def discard(self, path: str) -> None:
         directory, name = split(path)
@@ -111,7 +137,8 @@ class ContentIndex:
                 digest.update(os.fsencode(path) + b"\0" + digest_of(names[name]))
         return digest.hexdigest()
 
-    # Persistence: marshal is C-fast both ways and allocates nothing beyond the index itself.
+    # Persistence: marshal is C-fast both ways; one record per directory keeps the buffers of a
+    # save or a load small (one marshal of the whole index would double the peak RSS of a save).
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file, fsync, rename). Raises OSError."""
@@ -119,7 +146,15 @@ class ContentIndex:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             with tmp.open("wb") as out:
-                marshal.dump((FORMAT, self._dirs), out)
+                marshal.dump((FORMAT, self.rules), out)
+                for directory in self._dirs.keys() | self.listings.keys():
+                    record = (
+                        directory,
+                        self._dirs.get(directory, {}),
+                        self.listings.get(directory),
+                    )
+                    marshal.dump(record, out)
+                marshal.dump(None, out)  # the end: a file without it was cut short
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, path)
@@ -129,20 +164,39 @@ class ContentIndex:
     @classmethod
     def load(cls, path: Path) -> ContentIndex:
         """The saved index, or an empty one when it is missing, foreign or damaged."""
+        dirs: dict[str, dict[str, bytes]] = {}
+        listings: dict[str, Listing] = {}
         try:
             with path.open("rb") as source:
-                loaded = marshal.load(source)
-        except (OSError, EOFError, ValueError, TypeError):
+                header = marshal.load(source)
+                if not (isinstance(header, tuple) and header[:1] == (FORMAT,)):
+                    return cls()
+                rules = header[1]
+                while (record := marshal.load(source)) is not None:
+                    directory, names, listing = record
+                    if not isinstance(directory, str):
+                        return cls()
+                    entries = {
+                        name: entry
+                        for name, entry in names.items()
+                        if isinstance(name, str)
+                        and isinstance(entry, bytes)
+                        and len(entry) == ENTRY_SIZE
+                    }
+                    if entries:
+                        dirs[sys.intern(directory)] = entries
+                    if _is_listing(listing):
+                        listings[directory] = listing
+        except (OSError, EOFError, ValueError, TypeError, AttributeError):
             return cls()
-        if not (isinstance(loaded, tuple) and len(loaded) == 2 and loaded[0] == FORMAT):
-            return cls()
-        dirs = loaded[1]
-        if not isinstance(dirs, dict) or not all(
-            isinstance(d, str) and isinstance(names, dict) for d, names in dirs.items()
-        ):
-            return cls()
-        for names in dirs.values():
-            for name, entry in list(names.items()):
-                if not (isinstance(entry, bytes) and len(entry) == ENTRY_SIZE):
-                    del names[name]
-        return cls(dirs)
+        return cls(dirs, rules=str(rules), listings=listings)
+
+
+def _is_listing(value: object) -> TypeGuard[Listing]:
+    return (
+        isinstance(value, tuple)
+        and len(value) == 4
+        and all(isinstance(part, bytes) for part in value[:2])
+        and all(isinstance(part, tuple) for part in value[2:])
+        and all(isinstance(name, str) for name in (*value[2], *value[3]))
+    )

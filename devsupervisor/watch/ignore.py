@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from pathspec import GitIgnoreSpec
 from pathspec.pattern import RegexPattern
 
 from devsupervisor.logs.pipeline import get_logger
+from devsupervisor.watch.content_index import Listing, signature
+from devsupervisor.watch.scan import RACY_WINDOW_NS, UNTRUSTED
 
 log = get_logger()
 
@@ -58,6 +61,18 @@ def is_editor_temp(name: str) -> bool:
         number = int(name)
         return number >= VIM_PROBE_FIRST and (number - VIM_PROBE_FIRST) % VIM_PROBE_STEP == 0
     return False
+
+
+def _signature(path: str) -> bytes | None:
+    """A stat signature (content_index.signature), never trusted when the change is recent
+    (see scan.RACY_WINDOW_NS); None when `path` is missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_WINDOW_NS:
+        return UNTRUSTED
+    return signature(st)
 
 
 def _any_matcher(spec: GitIgnoreSpec) -> re.Pattern[str] | None:
@@ -176,6 +191,68 @@ class PathFilter:
             if extra_here:
                 names = [n for n in names if f"{dirpath}{os.sep}{n}" not in self._extra_set]
             yield dirpath, names
+
+    def walk_listed(
+        self, known: Mapping[str, Listing], listings: dict[str, Listing]
+    ) -> Iterator[tuple[str, list[str]]]:
+        """`walk_dirs()` from the root, except that a directory whose signature and `.gitignore`
+        are those of its listing in `known` is not listed again: its watched names and entered
+        subdirectories are taken from there. Records every directory's listing in `listings`.
+
+        A listing stands for the rules it was made under: `known` must come from a walk with the
+        same globs and build outputs; a changed `.gitignore` distrusts every listing below it.
+        """
+        stack = [(self._root_str, True)]
+        while stack:
+            dirpath, trusted = stack.pop()
+            parts = self._relative_parts(dirpath) or ()
+            dir_sig = _signature(dirpath)
+            if dir_sig is None:
+                continue
+            rules_sig = _signature(f"{dirpath}{os.sep}{GITIGNORE}") or b""
+            old = known.get(dirpath) if trusted else None
+            if old is not None and old[0] == dir_sig and old[1] == rules_sig:
+                names, subdirs = list(old[2]), old[3]
+            else:
+                try:
+                    names, subdirs = self._list(dirpath, parts)
+                except OSError:
+                    continue  # gone or unreadable, as os.walk has it
+            if not rules_sig:
+                self._gitignores.setdefault(parts, None)
+            listings[dirpath] = (dir_sig, rules_sig, tuple(names), subdirs)
+            yield dirpath, names
+            # Rules changed here: what was below may be watched differently now.
+            below = trusted and (old is None or old[1] == rules_sig)
+            stack.extend((f"{dirpath}{os.sep}{d}", below) for d in reversed(subdirs))
+
+    def _list(self, dirpath: str, parts: tuple[str, ...]) -> tuple[list[str], tuple[str, ...]]:
+        """The watched files and the subdirectories to enter of one directory (one listing)."""
+        files: list[str] = []
+        dirs: list[str] = []
+        with os.scandir(dirpath) as entries:
+            for entry in entries:
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    is_dir = False
+                (dirs if is_dir else files).append(entry.name)
+        if GITIGNORE not in files:
+            self._gitignores.setdefault(parts, None)
+        extra_here = dirpath in self._extra_parents
+        if self._recursive:
+            dirs = [
+                d
+                for d in dirs
+                if not (extra_here and f"{dirpath}{os.sep}{d}" in self._extra_set)
+                and not self._is_dir_excluded((*parts, d))
+            ]
+        else:
+            dirs = []
+        names = self._watched_names(parts, files)
+        if extra_here:
+            names = [n for n in names if f"{dirpath}{os.sep}{n}" not in self._extra_set]
+        return names, tuple(dirs)
 
     def _watched_names(self, parts: tuple[str, ...], names: list[str]) -> list[str]:
         """`_is_watched_name` for many files of one directory; the cheapest test (the include

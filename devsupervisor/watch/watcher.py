@@ -160,6 +160,8 @@ class SourceWatcher:
         self._index_path = index_path
         self._recursive = recursive
         self._hasher = hasher
+        # What decides which files are watched: a saved listing made under other rules is stale.
+        self._rules = repr((self._include, self._ignore, sorted(map(str, self._extra)), recursive))
         # Nested roots: the deepest root's filter has the last word on each file.
         self._nested = any(a != b and a.is_relative_to(b) for a in self._roots for b in self._roots)
         self._observer: BaseObserver | None = None
@@ -172,7 +174,7 @@ class SourceWatcher:
         # Guards _filters, _index, _indexing, _touched and _unsettled.
         self._lock = threading.Lock()
         self._filters: tuple[PathFilter, ...] = ()
-        self._index = ContentIndex()
+        self._index = ContentIndex(rules=self._rules)
         # While the first index is built: paths whose entry an event has settled already.
         self._indexing = False
         self._touched: set[str] = set()
@@ -258,7 +260,10 @@ class SourceWatcher:
         started = time.monotonic()
         with self._lock:
             self._filters = self._make_filters()
-            old, current = self._index, ContentIndex()
+            old = self._index
+            # The listings of the first walk stay: any change since moved a directory's
+            # signature, so the next start lists it again.
+            current = ContentIndex(rules=self._rules, listings=old.listings)
             for path_filter in self._filters:
                 for directory, names in path_filter.walk_dirs():
                     known = old.directory(directory)
@@ -323,11 +328,12 @@ class SourceWatcher:
     def _build_index(self) -> None:
         started = time.monotonic()
         saved = ContentIndex.load(self._index_path) if self._index_path else ContentIndex()
+        known = saved.listings if saved.rules == self._rules else {}
         since = self._started_ns
         hashed = 0
         try:
             for root_filter in self._filters:
-                walk = root_filter.walk_dirs()
+                walk = root_filter.walk_listed(known, self._index.listings)
                 while not self._stopping.is_set():
                     with self._lock:  # the filter's caches are shared with the observer
                         step = next(walk, None)
@@ -344,11 +350,14 @@ class SourceWatcher:
         self._indexed.set()
         if stopped:
             return
+        listed = sum(known.get(d) != listing for d, listing in self._index.listings.items())
         log.info(
             "watch.indexed",
             files=count,
             hashed=hashed,
             reused=count - hashed,
+            dirs=len(self._index.listings),
+            listed=listed,
             duration=round(time.monotonic() - started, 3),
         )
         self._save_index()
@@ -367,14 +376,15 @@ class SourceWatcher:
             if entry is None:
                 continue
             hashed += entry is not known.get(name)
-            fresh[path] = entry
+            fresh[name] = entry
             if changed_ns >= since:
                 late.append(path)
         with self._lock:
-            for path, entry in fresh.items():
+            for name in list(fresh):
+                path = f"{directory}{os.sep}{name}"
                 if path in self._touched or (self._nested and not self._is_watched(path)):
-                    continue
-                self._index.put(path, entry)
+                    del fresh[name]
+            self._index.put_names(directory, fresh)
             late = [p for p in late if p not in self._touched]
         self._report(late)
         return hashed

@@ -308,6 +308,8 @@ class Daemon:
             on_change=self._on_source_change,
             loop=asyncio.get_running_loop(),
             extra_ignored=build_outputs(binary) if binary is not None else [],
+            # Kept between runs: a restart reads only the files changed meanwhile.
+            index_path=self.state_path.with_suffix(".index"),
         )
         await asyncio.to_thread(self._watcher.start)
 

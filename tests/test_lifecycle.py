@@ -379,3 +379,61 @@ def test_live_edit_to_an_unbalanced_quote_stops_the_old_platform(
     assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
     assert daemon.status()["config_error"] is None
     assert daemon.stop() == 0, daemon.log_tail()
+
+
+ORPHAN_ENDS = """
+import asyncio, json, os, sys, time
+from pathlib import Path
+import psutil
+from devsupervisor.config.model import BinaryConfig
+from devsupervisor.platform.binary import BinaryTarget
+from devsupervisor.platform.process import ORPHAN_REAPER, set_child_subreaper
+
+async def main(workdir, run, marker):
+    assert set_child_subreaper()
+    target = BinaryTarget(
+        BinaryConfig(workdir=Path(workdir), build="true", run=run, stop_timeout=2),
+        on_output=lambda line: None,
+    )
+    await target.start()
+    deadline = time.monotonic() + 10
+    helpers = []
+    while len(helpers) < 2 and time.monotonic() < deadline:
+        helpers = [p.pid for p in psutil.Process().children() if marker in p.cmdline()]
+        await asyncio.sleep(0.01)
+    ORPHAN_REAPER.scan()  # sees them alive: adopted
+    os.kill(helpers[0], 9)
+    os.kill(helpers[1], 9)
+    while any(os.path.exists(f"/proc/{pid}") for pid in helpers):
+        assert time.monotonic() < deadline, "helpers left as zombies"
+        ORPHAN_REAPER.scan()
+        await asyncio.sleep(0.01)
+    alive = target.is_running()
+    await target.stop()
+    print(json.dumps({"helpers": helpers, "platform_alive": alive, "exit": target.exit_code}))
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def test_orphans_that_end_are_reaped_not_left_as_zombies(tmp_path: Path) -> None:
+    """Helpers re-parented to devsup (one that left the session, one that did not) that end
+    while the platform runs are reaped; the platform itself is left to its own waiter."""
+    marker = f"helper-{uuid.uuid4().hex[:8]}"
+    sleeper = f"{sys.executable} -c 'import time; time.sleep(300)'"
+    run = f"(setsid {sleeper} {marker} &); ({sleeper} {marker} &); exec {sleeper}"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", ORPHAN_ENDS, str(tmp_path), run, marker],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert len(report["helpers"]) == 2 and report["platform_alive"]
+        assert report["exit"] == -signal.SIGTERM  # its exit status was not taken by the reaper
+    finally:
+        for proc in _marked(marker):
+            proc.kill()

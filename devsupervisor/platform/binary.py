@@ -21,7 +21,7 @@ from devsupervisor.paths import socket_dir
 from devsupervisor.platform.build import BuildResult, run_command
 from devsupervisor.platform.listeners import DAEMON_LISTENERS, Listeners
 from devsupervisor.platform.notify_socket import NotifySocket
-from devsupervisor.platform.process import ProcessIdentity, stop_tree
+from devsupervisor.platform.process import ORPHAN_REAPER, ProcessIdentity, stop_tree
 from devsupervisor.platform.ready import LogMatcher, PortTaken, stranger_on, wait_ready
 from devsupervisor.platform.shell import ShellProcess, new_tag, spawn
 from devsupervisor.platform.target import ExitSink, LineSink
@@ -107,6 +107,8 @@ class BinaryTarget:
         self._tag: str | None = None
         self._pump: asyncio.Task[None] | None = None
         self._waiter: asyncio.Task[None] | None = None
+        # Collects this platform's orphans that end while it runs (devsup is their subreaper).
+        self._reaper: asyncio.Task[None] | None = None
         self._stopping = False
         self._matcher: LogMatcher | None = None
         self._notify: NotifySocket | None = None
@@ -241,7 +243,10 @@ class BinaryTarget:
         if self._notify is not None:
             self._notify.watch(self._proc.pid)
         log.debug("platform.spawned", pid=self._proc.pid, command=self._config.run, fds=len(fds))
-        self._waiter = asyncio.get_running_loop().create_task(self._watch_exit(self._proc, tag))
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_task(self._watch_exit(self._proc, tag))
+        if self._reaper is None or self._reaper.done():
+            self._reaper = loop.create_task(ORPHAN_REAPER.run_every())
 
     async def _watch_exit(self, proc: ShellProcess, tag: str) -> None:
         code = await proc.wait()
@@ -259,6 +264,7 @@ class BinaryTarget:
             leader_gone=True,
             name="platform-leftovers",
         )
+        ORPHAN_REAPER.scan()
         if not self._stopping and proc is self._proc:
             self._exit_sink(code)
 
@@ -286,6 +292,9 @@ class BinaryTarget:
             name="platform",
         )
         self._last_exit = await proc.wait()
+        if self._reaper is not None:
+            self._reaper.cancel()
+        ORPHAN_REAPER.scan()
         if self._pump is not None:
             # A daemonised grandchild that escaped the tree could hold the pipe open forever.
             await asyncio.wait({self._pump}, timeout=PUMP_DRAIN_TIMEOUT)

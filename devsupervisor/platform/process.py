@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import psutil
 
 from devsupervisor.logs.pipeline import get_logger
-from devsupervisor.platform.shell import TREE_VAR, spawn
+from devsupervisor.platform.shell import ROOTS, TREE_VAR, spawn
 
 __all__ = ["ProcessIdentity", "set_child_subreaper", "spawn", "stop_tree", "wait_gone"]
 
@@ -156,6 +156,75 @@ def tree_orphans(tag: str) -> list[psutil.Process]:
             if child.environ().get(TREE_VAR) == tag:
                 found.append(child)
     return found
+
+
+# How often a running platform's orphans that ended are collected: a zombie costs only a pid.
+REAP_INTERVAL = 5.0
+
+
+class OrphanReaper:
+    """Collects the exit status of platform descendants re-parented to devsup that end on their
+    own (as the subreaper it is their parent now, and nobody else waits for them: without this
+    each one would stay a zombie for devsup's life).
+
+    A child is adopted, i.e. reaped here, only when it is certainly such an orphan, never a child
+    some other part of devsup waits for (asyncio's watcher would report 255 for one reaped under
+    it): its tree tag names a root `shell.spawn` registered and it is not that root; or, once a
+    zombie (whose environment is gone), its session is a registered root's and it does not lead
+    it. So an orphan that left the session (`setsid`) and ended before any scan saw it alive
+    stays a zombie; one seen alive is collected.
+    """
+
+    def __init__(self) -> None:
+        self._adopted: set[int] = set()
+
+    def scan(self) -> int:
+        """Adopt new orphans and reap those that ended. Returns how many were reaped."""
+        roots = {pid for pid in ROOTS.values() if pid is not None}
+        for pid in child_pids(os.getpid()):
+            if pid in self._adopted or pid in roots:
+                continue
+            tag = _tag_of(pid)
+            if (tag is not None and ROOTS.get(tag) is not None) or (
+                tag is None and (sid := _session_of(pid)) in roots and sid != pid
+            ):
+                self._adopted.add(pid)
+        reaped = 0
+        for pid in list(self._adopted):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid  # reaped already (by a stop's own sweep)
+            if done:
+                self._adopted.discard(pid)
+                reaped += 1
+        return reaped
+
+    async def run_every(self, interval: float = REAP_INTERVAL) -> None:
+        """Scan every `interval` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            self.scan()
+
+
+def _tag_of(pid: int) -> str | None:
+    try:
+        return psutil.Process(pid).environ().get(TREE_VAR)
+    except psutil.Error:
+        return None  # a zombie (no environment left), gone, or not ours to read
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # Fields after the parenthesised name: state ppid pgrp session ...
+            return int(stat.read().rpartition(")")[2].split()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# The daemon's one reaper (its adopted set is the daemon's).
+ORPHAN_REAPER = OrphanReaper()
 
 
 def _reap(procs: Iterable[psutil.Process]) -> None:

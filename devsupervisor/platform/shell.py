@@ -24,6 +24,7 @@ to devsup (the child subreaper) is still recognisable as part of this tree when 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import os
 import signal
@@ -45,6 +46,11 @@ DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 LineSink = Callable[[str], None]
 _tags = itertools.count(1)
+# Each tag's root: the pid spawn() started with it (None while the spawn is under way). Only
+# these, never their tagged descendants, are waited for by their spawner; see
+# `process.OrphanReaper`. Bounded: the oldest trees are forgotten first.
+ROOTS: collections.OrderedDict[str, int | None] = collections.OrderedDict()
+ROOTS_KEPT = 4096
 
 
 class ShellProcess(Protocol):
@@ -61,7 +67,11 @@ class ShellProcess(Protocol):
 
 def new_tag() -> str:
     """A tag unique to this daemon's life: `<daemon pid>.<n>`."""
-    return f"{os.getpid()}.{next(_tags)}"
+    tag = f"{os.getpid()}.{next(_tags)}"
+    ROOTS[tag] = None
+    while len(ROOTS) > ROOTS_KEPT:
+        ROOTS.popitem(last=False)
+    return tag
 
 
 async def spawn(
@@ -82,7 +92,8 @@ async def spawn(
 
     Returns the process and the task that pumps its output (done at EOF).
     """
-    env = {**env, TREE_VAR: tag or new_tag()}
+    tag = tag or new_tag()
+    env = {**env, TREE_VAR: tag}
     if not listen_fds:
         proc = await asyncio.create_subprocess_exec(
             SHELL,
@@ -100,6 +111,7 @@ async def spawn(
         reader = proc.stdout
     else:
         shell, reader = await _spawn_with_fds(command, cwd=cwd, env=env, listen_fds=listen_fds)
+    ROOTS[tag] = shell.pid
     pump = asyncio.get_running_loop().create_task(pump_lines(reader, on_line))
     return shell, pump
 

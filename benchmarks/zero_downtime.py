@@ -23,6 +23,7 @@ Prints a markdown table. Run: `python3 benchmarks/zero_downtime.py [--reloads N]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -247,6 +248,20 @@ class Command:
             except (subprocess.TimeoutExpired, ProcessLookupError):
                 continue
             break
+        # entr runs its command in a process group of its own: end the whole session.
+        for pid in session_members(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def session_members(sid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getsid(int(entry)) == sid:
+                    members.append(int(entry))
+    return members
 
 
 SHELL_RUN = f"{BUILD} && exec ./bin/platform"

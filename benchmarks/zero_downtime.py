@@ -72,6 +72,8 @@ class Client:
     # (start, latency) of each successful request, to pick those made during a reload.
     timeline: list[tuple[float, float]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    # (start, end) of each failed request, to tell those in flight at a SIGKILL.
+    failed_spans: list[tuple[float, float]] = field(default_factory=list)
     last_version: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -99,6 +101,7 @@ class Client:
                 self.timeline.append((started, self.latencies[-1]))
             except OSError as exc:
                 self.failures.append(type(exc).__name__)
+                self.failed_spans.append((started, time.monotonic()))
             next_at = max(next_at + interval, time.monotonic())
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
@@ -117,7 +120,10 @@ class Subject(Protocol):
     crashes: bool
 
     def start(self) -> None: ...
-    def crash(self) -> None: ...
+    def crash(self) -> float:
+        """SIGKILL the platform, wait for its restart; returns when the kill was sent."""
+        ...
+
     def stop(self) -> None: ...
 
 
@@ -191,8 +197,9 @@ class Devsup:
             self.daemon.stop()
             raise
 
-    def crash(self) -> None:
+    def crash(self) -> float:
         pid = self.daemon.status()["platform"]["pid"]
+        killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
 
         def restarted() -> bool:
@@ -200,6 +207,7 @@ class Devsup:
             return bool(platform["state"] == "running" and platform["pid"] not in (None, pid))
 
         wait_for(restarted, RELOAD_DEADLINE, "crash restart")
+        return killed
 
     def stop(self) -> None:
         self.daemon.stop()
@@ -231,7 +239,7 @@ class Command:
                 start_new_session=True,
             )
 
-    def crash(self) -> None:
+    def crash(self) -> float:
         raise NotImplementedError("peers do not restart a crashed command")
 
     def stop(self) -> None:
@@ -377,6 +385,7 @@ def measure(subject: Subject, port: int, work: Path, reloads: int, crashes: int)
     )
     done_crashes = 0
     windows: list[tuple[float, float]] = []  # from each save to its version served
+    kills: list[float] = []
     missed = 0
     try:
         wait_for(lambda: serves("v1"), RELOAD_DEADLINE, f"{subject.name}: v1 served")
@@ -396,7 +405,7 @@ def measure(subject: Subject, port: int, work: Path, reloads: int, crashes: int)
             windows.append((saved, time.monotonic()))
             time.sleep(STEADY_GAP)  # steady serving between reloads, part of the load pattern
             if i in crash_at:
-                subject.crash()
+                kills.append(subject.crash())
                 done_crashes += 1
                 time.sleep(STEADY_GAP)
     finally:
@@ -405,8 +414,11 @@ def measure(subject: Subject, port: int, work: Path, reloads: int, crashes: int)
     lat = sorted(client.latencies) or [0.0]
     during = [d for t, d in client.timeline if any(a <= t <= b for a, b in windows)]
     kinds: dict[str, int] = {}
-    for kind in client.failures:
-        kinds[kind] = kinds.get(kind, 0) + 1
+    for kind, (start, end) in zip(client.failures, client.failed_spans, strict=True):
+        # A request the killed process had accepted dies with it: no supervisor can save it.
+        at_kill = any(start <= k <= end for k in kills)
+        key = f"{kind} (in flight at a SIGKILL)" if at_kill else kind
+        kinds[key] = kinds.get(key, 0) + 1
     if missed:
         kinds["(saves missed by the tool, saved again)"] = missed
     return Result(

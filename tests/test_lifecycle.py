@@ -277,7 +277,8 @@ def test_unbalanced_quote_in_run_is_reported_not_fatal(
     daemon.start()
     exited = daemon.wait_event("platform.exited")[0]
     assert exited["exit_code"] == 2
-    assert daemon.status()["daemon"]["pid"] == daemon.proc.pid  # type: ignore[union-attr]
+    assert daemon.proc is not None
+    assert daemon.status()["daemon"]["pid"] == daemon.proc.pid
     assert daemon.stop() == 0, daemon.log_tail()
 
 

@@ -130,8 +130,12 @@ def runtime_dir() -> Iterator[Path]:
         yield Path(path)
 
 
-def _target(config: BinaryConfig, runtime_dir: Path, **kw: object) -> BinaryTarget:
-    return BinaryTarget(config, on_output=lambda line: None, runtime_dir=runtime_dir, **kw)  # type: ignore[arg-type]
+def _target(
+    config: BinaryConfig, runtime_dir: Path, *, listeners: Listeners | None = None
+) -> BinaryTarget:
+    return BinaryTarget(
+        config, on_output=lambda line: None, runtime_dir=runtime_dir, listeners=listeners
+    )
 
 
 async def _wait_exit(target: BinaryTarget, timeout: float = 10) -> None:

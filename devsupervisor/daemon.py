@@ -20,9 +20,7 @@ One asyncio event loop owns all state. Nothing else mutates it.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
-import signal
 import sys
 import time
 from collections.abc import Coroutine
@@ -42,16 +40,13 @@ from devsupervisor.logs import pipeline as logs
 from devsupervisor.logs.streams import OUTPUT_EVENT, LogStreams
 from devsupervisor.orchestrator import Orchestrator
 from devsupervisor.platform import intents
-from devsupervisor.platform.binary import BinaryTarget, build_outputs
+from devsupervisor.platform.binary import build_outputs
+from devsupervisor.platform.factory import make_target
 from devsupervisor.platform.process import set_child_subreaper
-from devsupervisor.platform.records import (
-    live_records,
-    mark_instance,
-    stop_instance_leftovers,
-    stop_leftovers,
-)
+from devsupervisor.platform.records import live_records, mark_instance, stop_previous
 from devsupervisor.platform.target import PlatformTarget
 from devsupervisor.ports import PortsExhausted
+from devsupervisor.signals import SignalInbox
 from devsupervisor.stack.engine_connection import EngineConnection
 from devsupervisor.stack.services import StackServices
 from devsupervisor.statefile import StateStore
@@ -61,10 +56,6 @@ from devsupervisor.watch.config_watch import ConfigWatch
 from devsupervisor.watch.watcher import SourceWatcher
 
 log = logs.get_logger()
-
-# Signals that end the daemon cleanly: SIGHUP is the terminal of a foreground `devsup run`
-# closing, which must stop the platform like SIGTERM does, never orphan it.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Daemon:
@@ -105,7 +96,7 @@ class Daemon:
         self.config_error: str | None = None
         self.down_on_exit = config.on_exit == "down"
         self._started = time.monotonic()
-        self._signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
+        self.signals = SignalInbox(self)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: SourceWatcher | None = None
         self._definitions: ConfigWatch | None = None
@@ -165,25 +156,7 @@ class Daemon:
         return task
 
     def _make_target(self, config: Config, stack: str) -> PlatformTarget:
-        """The platform target for `stack`'s mode under `config`."""
-        binary = config.platform.binary
-        if config.stacks[stack].platform == "binary":
-            assert binary is not None, "validation requires platform.binary for binary stacks"
-            return BinaryTarget(binary, on_output=_platform_output)
-        container = config.platform.container
-        assert container is not None, "validation requires platform.container for those stacks"
-        # The docker SDK loads only when a stack runs the platform as a container.
-        from devsupervisor.platform.container import ContainerTarget  # noqa: PLC0415
-
-        assert self.services.deps is not None, "a container stack has compose files"
-        return ContainerTarget(
-            self.services.compose_for(stack),
-            container.service,
-            events=self.services.deps.events,
-            prebuild=container.prebuild,
-            workdir=binary.workdir if binary is not None else None,
-            on_output=_platform_output,
-        )
+        return make_target(config, stack, self.services, _platform_output)
 
     # -- run ----------------------------------------------------------------------------------
 
@@ -201,8 +174,8 @@ class Daemon:
         mark_instance(self.instance)
         try:
             await self.dashboard.start()
-            self._install_signal_handlers()
-            self.spawn(self._handle_signals())
+            self.signals.install()
+            self.spawn(self.signals.run())
             self.spawn(run_watchdog(self.notifier, self.should_exit))
             log.info(
                 "daemon.started",
@@ -233,7 +206,7 @@ class Daemon:
             await self.engine.stop()
             await self.dashboard.close()
             await self._server.close()
-            self._remove_signal_handlers()
+            self.signals.remove()
             for task in self._tasks:
                 task.cancel()
             self.notifier.close()
@@ -263,26 +236,7 @@ class Daemon:
         self.should_exit.set()
         return self.down_on_exit
 
-    # -- signals: handlers record, the loop acts -----------------------------------------------
-
-    def _install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, self.deliver_signal, sig)
-
-    def _remove_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in STOP_SIGNALS:
-            loop.remove_signal_handler(sig)
-
-    async def _handle_signals(self) -> None:
-        while True:
-            sig = await self._signals.get()
-            getattr(self, f"handle_{sig.name.lower()}")()
-
-    def deliver_signal(self, sig: signal.Signals) -> None:
-        """Queue a signal as if the OS had delivered it (tests, and the handlers themselves)."""
-        self._signals.put_nowait(sig)
+    # -- signals (`signals.SignalInbox` hands them here, on the loop) --------------------------
 
     def handle_sigterm(self) -> None:
         log.info("daemon.signal", signal="SIGTERM")
@@ -324,8 +278,7 @@ class Daemon:
     async def _fingerprint(self) -> str:
         if self._watcher is None:
             return ""
-        result: Any = self._watcher.fingerprint()
-        return str(await result) if inspect.isawaitable(result) else str(result)
+        return await self._watcher.fingerprint()
 
     def _on_definition_change(self, changed: frozenset[Path]) -> None:
         source = self.config.source
@@ -368,18 +321,7 @@ class Daemon:
 
     async def _stop_previous_platforms(self) -> None:
         """After a `kill -9` of an earlier daemon, its platform may still run: never two."""
-        binary = self.config.platform.binary
-        await stop_leftovers(
-            self.saved.platforms,
-            stop_signal=binary.stop_signal if binary else signal.SIGTERM,
-            timeout=binary.stop_timeout if binary else 5.0,
-        )
-        # What no record names: a platform spawned just before the kill, a build, a compose call.
-        await stop_instance_leftovers(
-            self.instance,
-            stop_signal=binary.stop_signal if binary else signal.SIGTERM,
-            timeout=binary.stop_timeout if binary else 5.0,
-        )
+        await stop_previous(self.saved.platforms, self.instance, self.config.platform.binary)
         self.saved.platforms = []
         self._save_state()
 

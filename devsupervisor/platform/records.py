@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 import psutil
 
+from devsupervisor.config.model import BinaryConfig
 from devsupervisor.logs.pipeline import get_logger
 from devsupervisor.platform.process import ProcessIdentity, stop_tree
 from devsupervisor.platform.target import PlatformTarget
@@ -92,3 +93,14 @@ async def stop_instance_leftovers(
 def mark_instance(instance: str) -> None:
     """Put `instance` in this process's environment, for every child to inherit."""
     os.environ[INSTANCE_VAR] = instance
+
+
+async def stop_previous(
+    records: Iterable[PlatformRecord], instance: str, binary: BinaryConfig | None
+) -> None:
+    """Everything an earlier daemon of `instance` left running: the platforms it recorded, then
+    what no record names (a platform spawned just before the kill, a build, a compose call)."""
+    stop_signal = binary.stop_signal if binary else signal.SIGTERM
+    timeout = binary.stop_timeout if binary else 5.0
+    await stop_leftovers(records, stop_signal=stop_signal, timeout=timeout)
+    await stop_instance_leftovers(instance, stop_signal=stop_signal, timeout=timeout)

@@ -23,14 +23,19 @@ from pathlib import Path
 import structlog
 
 from devsupervisor.errors import ConfigNotFound, UsageError
+from devsupervisor.systemd.unit_file import (
+    MARKER,
+    exec_start_of,
+    is_ours,
+    quote_exec,
+    render_unit,
+)
 
 log = structlog.get_logger(__name__)
 
 # The one unit of devsup before instances; `install` retires it when it runs the same config.
 UNIT_NAME = "devsup.service"
 
-# First line of every unit install writes; uninstall removes no unit without it.
-MARKER = "# Installed by devsup service install; `devsup service uninstall` removes it."
 
 # Variables of the installing shell the daemon's children need: `go` and `docker` are often on a
 # PATH the user manager does not have (/usr/local/go/bin, ~/go/bin), and rootless Docker is
@@ -45,37 +50,6 @@ SYSTEMCTL_TIMEOUT = 120.0
 SHIPPED_EXEC = ("/usr/bin/env", "devsup", "run")
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
-
-UNIT_TEMPLATE = """\
-# devsup: supervises the local dev stack (compose services and the platform) for this user.
-# `devsup service install` writes this unit to ~/.config/systemd/user/ with the absolute paths of
-# devsup and of its config; the copy in the repository finds devsup on the manager's PATH.
-
-[Unit]
-Description=devsup: local dev stack supervisor
-
-[Service]
-Type=notify
-ExecStart={exec_start}
-{environment}\
-# READY=1 and WATCHDOG=1 count only from devsup itself, not from the processes it spawns.
-NotifyAccess=main
-# devsup pings from its event loop every 15 s; a loop wedged for 30 s gets the service restarted.
-WatchdogSec=30
-Restart=on-failure
-RestartSec=2
-# Exit 2 is a config or usage error (or another daemon already running): restarting cannot fix it.
-RestartPreventExitStatus=2
-# READY=1 waits for the stack and the platform; a first start may pull images and build.
-TimeoutStartSec=300
-# Stopping covers the platform's stop_timeout and, with on_exit: down, stopping the stack.
-TimeoutStopSec=90
-# SIGTERM to devsup alone: it stops its children in order. Leftovers are killed at the timeout.
-KillMode=mixed
-
-[Install]
-WantedBy=default.target
-"""
 
 
 @dataclass(frozen=True)
@@ -162,17 +136,6 @@ def devsup_command(devsup_path: str | None = None) -> tuple[str, ...]:
     return (sys.executable, "-m", "devsupervisor")
 
 
-def render_unit(exec_start: Sequence[str], environment: Mapping[str, str] | None = None) -> str:
-    """The unit text for a command line and environment (no install marker)."""
-    env_lines = "".join(
-        f"Environment={_quote_env(name, value)}\n" for name, value in (environment or {}).items()
-    )
-    return UNIT_TEMPLATE.format(
-        exec_start=" ".join(_quote_exec(arg, i == 0) for i, arg in enumerate(exec_start)),
-        environment=env_lines,
-    )
-
-
 def install(
     config_path: Path | None,
     *,
@@ -216,7 +179,7 @@ def install(
 
     path = unit_dir(home, env) / name
     current = _read(path)
-    if current is not None and not _is_ours(current) and not force:
+    if current is not None and not is_ours(current) and not force:
         raise UsageError(f"{path} was not written by devsup; remove it or use --force")
     changed = current != text
     if changed:
@@ -259,9 +222,9 @@ def _retire_legacy(
         return None, ()
     text = _read(legacy)
     config = command[list(command).index("--config") + 1]
-    exec_start = _exec_start_of(text) or ""
-    runs_config = f" --config {_quote_exec(config, False)} " in f"{exec_start} "
-    if text is None or not _is_ours(text) or not runs_config:
+    exec_start = exec_start_of(text) or ""
+    runs_config = f" --config {quote_exec(config, False)} " in f"{exec_start} "
+    if text is None or not is_ours(text) or not runs_config:
         return None, ()
     ran = systemctl("disable", "--now", UNIT_NAME) if manager else systemctl("disable", UNIT_NAME)
     legacy.unlink()
@@ -290,7 +253,7 @@ def uninstall(
     manager = systemctl.manager_answers()
     if current is None:
         return UninstallResult(path, False, manager, ())
-    if not _is_ours(current):
+    if not is_ours(current):
         raise UsageError(f"{path} was not written by devsup service install; leaving it alone")
     # Disable before removing: systemctl needs the unit file to find the symlinks enable made,
     # and --now stops the daemon while its unit is still loaded.
@@ -325,8 +288,8 @@ def status(
     return ServiceStatus(
         unit_path=path,
         installed=current is not None,
-        ours=current is not None and _is_ours(current),
-        exec_start=_exec_start_of(current),
+        ours=current is not None and is_ours(current),
+        exec_start=exec_start_of(current),
         manager=manager,
         enabled=enabled,
         active=active,
@@ -374,32 +337,3 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except FileNotFoundError:
         return None
-
-
-def _is_ours(text: str) -> bool:
-    return text.startswith(MARKER + "\n")
-
-
-def _exec_start_of(text: str | None) -> str | None:
-    for line in (text or "").splitlines():
-        if line.startswith("ExecStart="):
-            return line.removeprefix("ExecStart=")
-    return None
-
-
-def _escape(value: str) -> str:
-    # `%` starts a specifier everywhere in a unit; backslash and quote are escapes in quotes.
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
-
-
-def _quote_exec(arg: str, is_executable: bool) -> str:
-    # ExecStart= expands $VAR and ${VAR} in arguments (`$$` is a literal dollar), but not in the
-    # executable path, where `$$` would stay two dollars.
-    escaped = _escape(arg) if is_executable else _escape(arg).replace("$", "$$")
-    if escaped and not any(c.isspace() or c in "\"'\\;" for c in arg):
-        return escaped
-    return f'"{escaped}"'
-
-
-def _quote_env(name: str, value: str) -> str:
-    return f'"{name}={_escape(value)}"'

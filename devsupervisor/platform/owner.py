@@ -113,13 +113,10 @@ class PlatformOwner:
 
     @property
     def uptime(self) -> float | None:
-        if (
-            self._slot.started_at is None
-            or self._slot.running is None
-            or not self._slot.running.is_running()
-        ):
+        started = self._slot.started_at
+        if started is None or not self._slot.is_alive():
             return None
-        return round(self._clock() - self._slot.started_at, 3)
+        return round(self._clock() - started, 3)
 
     def status(self) -> PlatformStatus:
         shown = self._slot.running or self.target

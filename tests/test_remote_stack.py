@@ -89,8 +89,8 @@ class RemoteDemo:
 
 
 def _demo(tmp_path: Path, engine: dict[str, str] | None, env: dict[str, str]) -> RemoteDemo:
-    """A demo-stack project whose base files add a bind mount and whose host binary, before
-    it starts, fetches postgres's /healthz through 127.0.0.1 (recorded in `dep.txt`)."""
+    """A demo-stack project whose base files add a bind mount and whose host binary's run
+    command fetches postgres's /healthz through 127.0.0.1 (recorded in `dep.txt`)."""
     name = unique_project("rs")
     sources = tmp_path / "platform-services"
     shutil.copytree(PLATFORM_DIR, sources, ignore=shutil.ignore_patterns("bin"))
@@ -118,8 +118,9 @@ def _demo(tmp_path: Path, engine: dict[str, str] | None, env: dict[str, str]) ->
     )
     (sources / "probe.py").write_text(probe)
     postgres = f"http://127.0.0.1:{ports['DEMO_POSTGRES_PORT']}/healthz"
+    # In the background (stopped with the platform's tree): the platform starts without it.
     data["platform"]["binary"]["run"] = (
-        f"{sys.executable} probe.py {postgres} && exec ./bin/platform"
+        f"{sys.executable} probe.py {postgres} & exec ./bin/platform"
     )
     data["platform"]["watch"]["ignore"] = ["bin/**", "dep.txt", "probe.py"]
     if engine is not None:
@@ -243,7 +244,7 @@ def test_demo_stack_runs_on_the_remote_engine_over_one_connection(
             ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={demo.name}"]
         )
         assert here.stdout.split() == [], "containers on the local engine"
-        # The host binary reached postgres through the forward before it started.
+        # The host binary's command reached postgres through the forward.
         dep = demo.sources / "dep.txt"
         wait_until(lambda: dep.exists() and dep.read_text().strip(), 30, "the host binary's probe")
         assert dep.read_text().strip() == "ok"
@@ -329,3 +330,43 @@ def _engine_events(demo: RemoteDemo) -> str:
         for e in demo.daemon.events()
         if e["event"].startswith(("stack.forward", "docker.", "stack.bind", "platform."))
     )
+
+
+@pytest.mark.docker
+def test_a_machine_unreachable_at_start_is_joined_once_it_answers(
+    remote: RemoteHost, tmp_path: Path
+) -> None:
+    """sshd silent at start: the host platform runs anyway (degraded, engine not connected);
+    once the machine answers, devsup connects and brings the services up."""
+    assert remote.veth is not None
+    block = ["INPUT", "1", "-i", remote.veth.ns_if, "-p", "tcp", "--dport", "22", "-j", "DROP"]
+    blocked = remote.netns.run(["iptables", "-I", *block])
+    assert blocked.returncode == 0, blocked.stderr
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    env["PATH"] = f"{remote.wrapper_dir()}:{os.environ['PATH']}"
+    demo = _demo(tmp_path, {"host": remote.url}, env)
+    demo.daemon.env.pop("DOCKER_HOST", None)
+    try:
+        started = time.monotonic()
+        demo.daemon.start()
+        try:
+            alone = wait_until(
+                lambda: (s := demo.daemon.status())["platform"]["state"] == "running" and s,
+                60,
+                "the host platform running without the remote machine",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{demo.daemon.log_tail()}") from None
+        platform_after = time.monotonic() - started
+        assert alone["engine"]["connected"] is False
+        assert alone["state"] == "degraded"
+        unblocked = remote.netns.run(["iptables", "-D", *[a for a in block if a != "1"]])
+        assert unblocked.returncode == 0, unblocked.stderr
+        _wait_healthy(demo, BASE, 120, "services up once the machine answers")
+        assert demo.daemon.status()["engine"]["connected"] is True
+        print(f"\nplatform running {platform_after:.1f} s after start without the machine")
+    finally:
+        remote.netns.run(["iptables", "-D", *[a for a in block if a != "1"]])
+        demo.daemon.stop()
+        remote.dockerd.remove_project(demo.name)
+        remote.dockerd.docker("rmi", "-f", demo.image)

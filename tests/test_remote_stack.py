@@ -264,6 +264,9 @@ def test_demo_stack_runs_on_the_remote_engine_over_one_connection(
             done = demo.daemon.cli(*args)
             assert done.returncode == 0, f"{args}: {done.stderr}"
         assert remote.accepted_connections() - connections_before == 1
+        shown = demo.daemon.cli("status").stdout
+        assert f"engine   {remote.url}   connected" in shown, shown
+        assert f"engine   ! service postgres bind-mounts {demo.seed}" in shown, shown
 
         # The ssh process killed: lost, reconnected, the stack reconciled, forwards back.
         _ssh_master(demo.name).send_signal(signal.SIGKILL)

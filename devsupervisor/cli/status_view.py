@@ -92,6 +92,12 @@ def render(status: Status) -> str:
         lines.append("docker   available")
     elif docker["error"]:
         lines.append(f"docker   unavailable: {docker['error']}")
+    # .get: a daemon older than remote engines sends no `engine`; the default socket goes unsaid.
+    engine = status.get("engine")
+    if engine and engine["host"] != "unix:///var/run/docker.sock":
+        state = "connected" if engine["connected"] else "NOT CONNECTED (retrying)"
+        lines.append(f"engine   {engine['host']}   {state}")
+    lines.extend(f"engine   ! {warning}" for warning in (engine or {}).get("warnings", []))
     if status["config_error"]:
         lines.append(f"config   ERROR: {status['config_error']}")
     if status["state_error"]:

@@ -102,8 +102,7 @@ class Daemon:
         self._definitions: ConfigWatch | None = None
         # Started before anything talks to Docker: for ssh:// it points DOCKER_HOST at its tunnel.
         self.engine = EngineConnection(
-            config.engine.host if config.engine is not None else None,
-            paths.socket_dir() / f"engine-{self.instance}",
+            config.engine, paths.socket_dir() / f"engine-{self.instance}"
         )
         self.services = StackServices(
             config,
@@ -299,6 +298,14 @@ class Daemon:
             return
         self.config_error = None
         self.down_on_exit = new.on_exit == "down"
+        if new.engine != self.engine.configured:
+            # One connection for the daemon's life: the SDK clients and tunnel are set up at start.
+            log.warning(
+                "config.engine_changed",
+                engine=new.engine.host if new.engine is not None else None,
+                running=self.engine.address.host,
+                action="restart devsup to use it",
+            )
 
     # -- Docker events --------------------------------------------------------------------------
 

@@ -23,14 +23,16 @@ from typing import Any, TypeVar
 
 import pytest
 
+from devsupervisor.config.model import EngineConfig
 from devsupervisor.errors import ConfigError, DockerUnavailable
 from devsupervisor.stack import compose_model, engine
 from devsupervisor.stack.compose import Compose, ComposeFiles
 from devsupervisor.stack.engine import EngineAddress, SshDestination
-from devsupervisor.stack.engine_connection import EngineConnection, EngineStatus
+from devsupervisor.stack.engine_connection import EngineConnection
 from devsupervisor.stack.ssh_tunnel import SshTunnel, engine_answers
+from devsupervisor.status_types import EngineStatus
 from tests.docker_env import DEMO_STACK, STANDIN_IMAGE, demo_images, free_port
-from tests.harness import http_get
+from tests.harness import DaemonProcess, FakeProject, http_get, write_atomic
 from tests.remote_host import RemoteHost, remote_host
 
 __all__ = ["demo_images"]  # fixture used by name
@@ -115,6 +117,26 @@ def test_bad_ssh_addresses_are_config_errors(url: str) -> None:
     """A path, a password, a bad port or no host: a config error naming the address."""
     with pytest.raises(ConfigError, match="engine address"):
         engine.parse_ssh(url)
+
+
+def test_changing_the_engine_live_says_a_restart_is_needed(
+    daemon: DaemonProcess, fake_project: FakeProject
+) -> None:
+    """An `engine` edit applies the rest of the config and warns: the engine needs a restart."""
+    daemon.start()
+    status = daemon.wait_platform("running")
+    assert status["engine"] == {
+        "host": status["engine"]["host"],
+        "connected": status["engine"]["connected"],
+        "warnings": [],
+    }
+    config = json.loads(fake_project.config.read_text())
+    config["engine"] = {"host": "ssh://me@elsewhere:2222"}
+    write_atomic(fake_project.config, json.dumps(config))
+    changed = daemon.wait_event("config.engine_changed")[0]
+    assert changed["engine"] == "ssh://me@elsewhere:2222"
+    assert "restart" in changed["action"]
+    assert daemon.status()["engine"]["host"] == status["engine"]["host"]
 
 
 # --- the compose model (fast) -----------------------------------------------------------------
@@ -466,7 +488,9 @@ def test_the_connection_points_docker_at_the_tunnel_and_prepares_the_stack(
     files = ComposeFiles("devsup-remote-prepare", (DEMO_STACK / "docker-compose.yaml", override))
 
     async def scenario() -> EngineStatus:
-        connection = EngineConnection(remote.url, runtime_dir, env=env, ssh=remote.ssh_args())
+        connection = EngineConnection(
+            EngineConfig(host=remote.url), runtime_dir, env=env, ssh=remote.ssh_args()
+        )
         await connection.start()
         try:
             assert env["DOCKER_HOST"] == f"unix://{runtime_dir}/docker.sock"

@@ -18,6 +18,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from devsupervisor.config.model import EngineConfig
 from devsupervisor.errors import DevsupError
 from devsupervisor.logs.pipeline import get_logger
 from devsupervisor.stack import compose_model, engine
@@ -35,7 +36,7 @@ class EngineConnection:
 
     def __init__(
         self,
-        configured: str | None,
+        configured: EngineConfig | None,
         runtime_dir: Path,
         *,
         env: MutableMapping[str, str] | None = None,
@@ -44,7 +45,8 @@ class EngineConnection:
         on_back: Callable[[], None] = lambda: None,
     ) -> None:
         self._env = os.environ if env is None else env
-        self.address = engine.resolve(configured, self._env)
+        self.configured = configured  # what the config said (a live reload compares it)
+        self.address = engine.resolve(configured.host if configured else None, self._env)
         self.tunnel: SshTunnel | None = None
         destination = self.address.ssh
         if destination is not None:

@@ -96,6 +96,8 @@ class Compose:
     async def _check(self, *subcommand: str) -> None:
         result = await self._run(*subcommand)
         if not result.ok:
+            if _no_plugin("\n".join(result.output)):
+                raise ComposeError(NO_PLUGIN_REASON)
             tail = f": {result.output[-1]}" if result.output else ""
             raise ComposeError(f"{self._label(*subcommand)} failed (exit {result.exit_code}){tail}")
 
@@ -114,7 +116,9 @@ class Compose:
         """The services this model runs (profiles applied)."""
         code, out, err = await self._capture("config", "--services")
         if code != 0:
-            raise ComposeError(f"docker compose config: {err.strip()}")
+            raise ComposeError(
+                NO_PLUGIN_REASON if _no_plugin(err) else f"docker compose config: {err.strip()}"
+            )
         return [line for line in out.splitlines() if line]
 
     async def up(
@@ -189,3 +193,16 @@ class Compose:
         if text.startswith("["):
             return list(json.loads(text))
         return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# The docker CLI's own words when the compose v2 plugin is missing, and what we say instead (its
+# next line, "See 'docker --help'", would be all a failed call's last line shows).
+_NO_PLUGIN = "'compose' is not a docker command"
+NO_PLUGIN_REASON = (
+    "the docker compose plugin is not installed (docker: 'compose' is not a docker command);"
+    " install docker-compose-plugin"
+)
+
+
+def _no_plugin(output: str) -> bool:
+    return _NO_PLUGIN in output

@@ -270,7 +270,9 @@ def test_hostile_config_edit_is_config_invalid_at_once(marked: Marked, case: str
     assert rss < 150 * 2**20, f"daemon RSS {rss / 2**20:.0f} MB"
     with daemon.client() as c:
         reply = c.call("status")
-    assert len(json.dumps(reply)) < 64 * 1024
+    size = len(json.dumps(reply))
+    assert size < 64 * 1024
+    print(f"{case}: config.invalid after {took * 1000:.0f} ms, RSS {rss >> 20} MB, status {size} B")
     write_atomic(marked.project.config, good.replace('"stop_timeout": 2', '"stop_timeout": 3'))
     wait_until(lambda: daemon.status()["config_error"] is None, what="error cleared")
     _stop_cleanly(marked)

@@ -399,7 +399,7 @@ def print_timeline(log: Path) -> None:
     first = datetime.fromisoformat(run[0]["ts"].replace("Z", "+00:00"))
     for event in run[:20]:
         at = datetime.fromisoformat(event["ts"].replace("Z", "+00:00")) - first
-        keys = ("duration", "files", "hashed", "reused")
+        keys = ("duration", "files", "hashed", "reused", "listed")
         extra = " ".join(f"{k}={event[k]}" for k in keys if k in event)
         print(f"    {at.total_seconds():6.3f} {event['event']} {extra}")
 
@@ -446,7 +446,7 @@ def report(results: Sequence[Result], build: float, files: int) -> None:
         add_row(
             f"idle_footprint ({files // 1000}k files)",
             label,
-            " / ".join(fmt(value(r)) for r in ours),
+            " / ".join(f"{r.name.removeprefix('devsup ')} {fmt(value(r))}" for r in ours),
             reference=", ".join(f"{r.name} {fmt(value(r))}" for r in results if r not in ours),
             target=goal,
             met=None if target is None else all(value(r) <= target for r in ours),

@@ -71,11 +71,15 @@ def table(rows: list[dict[str, object]], codes: dict[str, int]) -> str:
 
 
 def write_report(
-    out: Path, rows: list[dict[str, object]], codes: dict[str, int], started_at: datetime
+    out: Path,
+    rows: list[dict[str, object]],
+    codes: dict[str, int],
+    started_at: datetime,
+    how: str = "`make bench` (benchmarks/run_all.py)",
 ) -> None:
     report = (
         f"# Benchmark results\n\n"
-        f"`make bench` (benchmarks/run_all.py), {started_at:%Y-%m-%d %H:%M} UTC, on "
+        f"{how}, {started_at:%Y-%m-%d %H:%M} UTC, on "
         f"{machine()}; load average at the end {os.getloadavg()[0]:.2f}. Medians unless said "
         f"otherwise; each script's own output has the per-trial figures.\n\n"
         f"{table(rows, codes)}\n"
@@ -89,10 +93,12 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated script names (without .py)")
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
     parser.add_argument("--from-rows", type=Path, help="write the table from these rows only")
+    parser.add_argument("--note", help="with --from-rows: how the rows were made")
     args = parser.parse_args()
     if args.from_rows is not None:
         rows = [json.loads(line) for line in args.from_rows.read_text().splitlines() if line]
-        write_report(args.out, rows, {}, datetime.now(UTC))
+        how = args.note or "Rows of separate script runs, tabled by `run_all.py --from-rows`"
+        write_report(args.out, rows, {}, datetime.now(UTC), how)
         return 0
     scripts = discover()
     if args.only:

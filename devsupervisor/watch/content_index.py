@@ -145,7 +145,9 @@ class ContentIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            with tmp.open("wb") as out:
+            # 0600 like the state file beside it: it names every source file of the project.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with open(fd, "wb") as out:
                 marshal.dump((FORMAT, self.rules), out)
                 for directory in self._dirs.keys() | self.listings.keys():
                     record = (
@@ -187,7 +189,7 @@ class ContentIndex:
                         dirs[sys.intern(directory)] = entries
                     if _is_listing(listing):
                         listings[directory] = listing
-        except (OSError, EOFError, ValueError, TypeError, AttributeError):
+        except Exception:  # a cache: whatever is wrong with it, start without it
             return cls()
         return cls(dirs, rules=str(rules), listings=listings)
 

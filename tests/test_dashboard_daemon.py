@@ -58,3 +58,18 @@ def test_port_in_use_leaves_the_supervisor_running(
             what="dashboard.failed logged",
         )
         assert "in use" in json.dumps(failed[0])
+
+
+def test_http_server_loads_on_the_first_visit(
+    daemon: DaemonProcess, fake_project: FakeProject
+) -> None:
+    """The port is bound at start but aiohttp is loaded only when the page is first opened (a
+    daemon nobody visits never pays its memory); that first request waits and is answered."""
+    daemon.start().wait_platform("running")
+    url = daemon.status()["dashboard"]["url"]
+    maps = Path(f"/proc/{daemon.proc.pid}/maps")
+    assert "aiohttp" not in maps.read_text()
+    token = token_file(daemon).read_text().strip()
+    body = http_get(f"{url}api/status?token={token}", timeout=10)
+    assert body is not None and json.loads(body)["project"] == daemon.project
+    assert "aiohttp" in maps.read_text()

@@ -28,14 +28,13 @@ from devsupervisor.control import protocol
 from devsupervisor.control.protocol import ProtocolError
 from devsupervisor.dashboard.auth import Guard
 from devsupervisor.dashboard.history import History
+from devsupervisor.dashboard.listen import HOST, bind
 from devsupervisor.dashboard.live import STATUS_INTERVAL, Dispatch, LiveFeed, StacksFn, StatusFn
 from devsupervisor.dashboard.ports import PortLookup
 from devsupervisor.logs.broadcast import Broadcaster
 
 log = structlog.get_logger()
 
-# Loopback only: the dashboard is for the person at this machine.
-HOST = "127.0.0.1"
 # Same bound as a socket request line: a command's args are small.
 MAX_BODY = protocol.MAX_LINE
 # Requests still running at shutdown (a rebuild from the page) get this long to finish.
@@ -120,20 +119,14 @@ class DashboardServer:
         """The page's address, without the token."""
         return f"http://{HOST}:{self.port}/"
 
-    async def start(self) -> str:
-        """Bind, start serving and following events. Returns the URL.
+    async def start(self, sock: socket.socket | None = None) -> str:
+        """Bind (or take the listening `sock` bound already), start serving and following
+        events. Returns the URL.
 
         Raises:
             OSError: the port cannot be bound.
         """
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((HOST, self._port))
-            sock.listen(128)
-        except OSError:
-            sock.close()
-            raise
+        sock = sock or bind(self._port)
         self.guard = Guard(self._token, int(sock.getsockname()[1]))
         app = web.Application(middlewares=[self.guard.middleware], client_max_size=MAX_BODY)
         app.router.add_get("/", self._page)
@@ -149,7 +142,7 @@ class DashboardServer:
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
         self._feeder = asyncio.get_running_loop().create_task(self._follow_events())
-        log.info("dashboard.listening", url=self.url)
+        log.info("dashboard.serving", url=self.url)
         return self.url
 
     async def close(self) -> None:

@@ -42,6 +42,7 @@ from devsupervisor.orchestrator import Orchestrator
 from devsupervisor.platform import intents
 from devsupervisor.platform.binary import build_outputs
 from devsupervisor.platform.factory import make_target
+from devsupervisor.platform.listeners import Listeners
 from devsupervisor.platform.process import set_child_subreaper
 from devsupervisor.platform.records import live_records, mark_instance, stop_previous
 from devsupervisor.platform.target import PlatformTarget
@@ -97,6 +98,8 @@ class Daemon:
         self.down_on_exit = config.on_exit == "down"
         self._started = time.monotonic()
         self.signals = SignalInbox(self)
+        # The platform's `listen` sockets, held for the daemon's life (every process inherits).
+        self.listeners = Listeners()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: SourceWatcher | None = None
         self._definitions: ConfigWatch | None = None
@@ -155,7 +158,7 @@ class Daemon:
         return task
 
     def _make_target(self, config: Config, stack: str) -> PlatformTarget:
-        return make_target(config, stack, self.services, _platform_output)
+        return make_target(config, stack, self.services, self.listeners, _platform_output)
 
     # -- run ----------------------------------------------------------------------------------
 
@@ -209,6 +212,7 @@ class Daemon:
             for task in self._tasks:
                 task.cancel()
             self.notifier.close()
+            self.listeners.close()
         return 0
 
     async def _enter_initial_stack(self) -> None:

@@ -36,6 +36,8 @@ class PlatformStatus(TypedDict):
     restarts: int
     last_build: BuildInfo | None
     last_reload: ReloadBreakdown | None
+    # What the process last said with `STATUS=` (sd_notify), when it uses notify readiness.
+    notify_status: str | None
 
 
 class ServiceStatus(TypedDict):

@@ -75,6 +75,8 @@ def render(status: Status) -> str:
         f"platform {platform['state']:<12} {platform['mode']:<9} {where}"
         f"   up {_age(platform['uptime'])}   restarts {platform['restarts']}"
     )
+    if platform.get("notify_status"):
+        lines.append(f"  says     {platform.get('notify_status')}")
     if platform["last_build"]:
         lines.extend(_build_lines(platform["last_build"]))
     if platform["last_reload"]:

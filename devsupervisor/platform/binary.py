@@ -19,7 +19,7 @@ from devsupervisor.config.model import BinaryConfig, PlatformMode
 from devsupervisor.logs.pipeline import get_logger
 from devsupervisor.paths import socket_dir
 from devsupervisor.platform.build import BuildResult, run_command
-from devsupervisor.platform.listeners import DAEMON_LISTENERS, Listeners
+from devsupervisor.platform.listeners import Listeners
 from devsupervisor.platform.notify_socket import NotifySocket
 from devsupervisor.platform.process import ORPHAN_REAPER, ProcessIdentity, stop_tree
 from devsupervisor.platform.ready import LogMatcher, PortTaken, stranger_on, wait_ready
@@ -92,15 +92,15 @@ class BinaryTarget:
     ) -> None:
         """
         Args:
-            listeners: the held `listen` sockets, shared by every target of the daemon
-                (default: `DAEMON_LISTENERS`); each `start` makes them match this config's
+            listeners: the held `listen` sockets, shared by every target of the daemon (default:
+                a set of this target's own); each `start` makes them match this config's
                 `listen` (binding what is new, keeping what is unchanged).
             runtime_dir: where per-process NOTIFY_SOCKETs go (devsup's socket directory).
             on_status: called with each `STATUS=` text the process sends.
         """
         self._config = config
         self._on_output = on_output
-        self._listeners = listeners if listeners is not None else DAEMON_LISTENERS
+        self._listeners = listeners if listeners is not None else Listeners()
         self._runtime_dir = runtime_dir
         self._on_status = on_status
         self._proc: ShellProcess | None = None

@@ -187,8 +187,3 @@ class Listeners:
             if isinstance(address.sockaddr, str):
                 with contextlib.suppress(OSError):
                     os.unlink(address.sockaddr)
-
-
-# The daemon's sockets: one set for the process's life, shared by every BinaryTarget that is not
-# handed another (tests hand their own). Binding happens at a platform start, not here.
-DAEMON_LISTENERS = Listeners()

@@ -129,6 +129,7 @@ class PlatformOwner:
             "restarts": self.restarts,
             "last_build": self.last_build,
             "last_reload": self.last_reload,
+            "notify_status": shown.notify_status,
         }
 
     # -- the loop -----------------------------------------------------------------------------

@@ -22,6 +22,8 @@ class PlatformTarget(Protocol):
     # True when `start` replaces a running instance itself (compose recreate), so a swap skips
     # the separate stop.
     recreates_in_place: bool
+    # The last `STATUS=` text the process sent over its NOTIFY_SOCKET (None: none, or a container).
+    notify_status: str | None
 
     @property
     def overlap_swap(self) -> bool:

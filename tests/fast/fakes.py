@@ -97,6 +97,7 @@ class FakeTarget:
 
     mode = "binary"
     recreates_in_place = False
+    notify_status: str | None = None
 
     def __init__(self, world: World, *, overlap: bool = False, name: str = "t") -> None:
         self.world = world

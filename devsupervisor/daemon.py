@@ -72,7 +72,7 @@ class Daemon:
         notifier: Notifier | None = None,
     ) -> None:
         self.project = config.project
-        # The instance takes the project's place in every name (PRODUCT.md, "Instances").
+        # The instance takes the project's place in every name (the contract, "Instances").
         self.instance = instance.resolve(
             config.project, config.instance, config.source, instance_name
         )

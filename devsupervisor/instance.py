@@ -1,4 +1,4 @@
-"""Which instance a checkout is (PRODUCT.md, "Instances: several checkouts at once").
+"""Which instance a checkout is (the contract, "Instances: several checkouts at once").
 
 An instance is one checkout of a project: `--instance NAME` on `run`, else the config's
 `instance:`, else derived from where the config file is: the project name in a primary checkout,

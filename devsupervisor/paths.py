@@ -1,4 +1,4 @@
-"""Where devsup keeps its socket, state and log files (PRODUCT.md, "Control socket" and "Files").
+"""Where devsup keeps its socket, state and log files (the contract, "Control socket" and "Files").
 
 The environment is read at call time, not import time, so tests (and a daemon started with a
 different environment) see the values in force when they ask.

@@ -1,4 +1,4 @@
-"""Host ports for an instance's `ports:` (PRODUCT.md, "Instances: several checkouts at once").
+"""Host ports for an instance's `ports:` (the contract, "Instances: several checkouts at once").
 
 Each NAME gets its default when that port is free and no other instance of this user holds it,
 else the next free port above. A port once given is kept in the instance's state file and

@@ -33,7 +33,7 @@ log = get_logger()
 PID_MAX = 2**22
 # A state file is a few hundred bytes; reading more than this is reading something else.
 MAX_BYTES = 1024 * 1024
-# Ports given to an instance are user ports (PRODUCT.md, "Instances").
+# Ports given to an instance are user ports (the contract, "Instances").
 PORT_RANGE = range(1, 65536)
 
 
@@ -52,7 +52,7 @@ class SavedState:
     platforms: list[PlatformRecord] = field(default_factory=list)
     # mode -> fingerprint of the sources the last successful build in that mode was made from
     builds: dict[str, str] = field(default_factory=dict)
-    # port NAME -> the port this instance was given (kept while free, PRODUCT.md "Instances")
+    # port NAME -> the port this instance was given (kept while free, the contract, "Instances")
     ports: dict[str, int] = field(default_factory=dict)
     # The config file of this instance's checkout: once it is gone (a removed worktree), other
     # instances may take its ports.

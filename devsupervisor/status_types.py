@@ -81,7 +81,7 @@ class DashboardStatus(TypedDict):
 
 class Status(TypedDict):
     project: str
-    instance: str  # this checkout's instance (PRODUCT.md, "Instances")
+    instance: str  # this checkout's instance (the contract, "Instances")
     checkout: str  # the config file's absolute path
     ports: dict[str, int]  # NAME -> the host port this instance was given
     stack: str

@@ -1,4 +1,4 @@
-"""Which daemon a client command talks to (PRODUCT.md, "Client commands" and "Instances").
+"""Which daemon a client command talks to (the contract, "Client commands" and "Instances").
 
 In this order: `--instance NAME` (`--project` is its alias); else the instance of the config
 found as `run` finds it, read leniently and without YAML (`config.identity`), so a config with

@@ -1,4 +1,4 @@
-"""`devsup ls [--json]`: every instance of this user whose daemon answers (PRODUCT.md, "Instances").
+"""`devsup ls [--json]`: every instance of this user whose daemon answers (contract: "Instances").
 
 Each socket in the socket directory is asked for its status with a short timeout; a stale socket
 or a daemon that does not answer in time is left out. Light like every client command (no

@@ -1,6 +1,6 @@
 """The `devsup` command line. The only place that turns errors into exit codes.
 
-Exit codes (PRODUCT.md): 0 done; 1 the operation failed; 2 usage or config error; 3 no daemon.
+Exit codes (the contract): 0 done; 1 the operation failed; 2 usage or config error; 3 no daemon.
 
 Each command's module is imported only when that command runs (`COMMANDS`): a client command
 loads the socket client and nothing of the daemon, the config loader or the log pipeline, so

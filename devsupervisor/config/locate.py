@@ -1,4 +1,4 @@
-"""Where the config file is: the precedence of PRODUCT.md, written down in this one place.
+"""Where the config file is: the precedence of the contract, written down in this one place.
 
 1. `--config PATH`
 2. `$DEVSUP_CONFIG`

@@ -1,7 +1,7 @@
 """The config, declared once: each key is a field here, with its type, default and description.
 
 `convert` validates raw YAML into these classes by walking their type hints, `render` prints them
-back and `schema` derives the JSON Schema from them. Field names are the YAML keys of PRODUCT.md
+back and `schema` derives the JSON Schema from them. Field names are the YAML keys of the contract
 and attribute paths follow the file (`config.platform.binary.workdir`). After loading, every path
 is absolute (resolved against the config file). Field metadata:
 - `doc`: the description in the schema;

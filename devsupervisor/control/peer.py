@@ -26,5 +26,5 @@ def peer_credentials(sock: Any) -> tuple[int, int, int]:
 
 
 def default_allowed_uids() -> frozenset[int]:
-    """Only the daemon's own user and root may drive it (PRODUCT.md)."""
+    """Only the daemon's own user and root may drive it (the contract)."""
     return frozenset({os.getuid(), 0})

@@ -1,4 +1,4 @@
-"""The control socket's wire format: newline-delimited JSON objects, UTF-8 (PRODUCT.md).
+"""The control socket's wire format: newline-delimited JSON objects, UTF-8 (the contract).
 
 Request: `{"id": ..., "cmd": "status", "args": {...}}` (`args` optional).
 Replies: `ok(id, result)`, `error(id, code, message)`, and for streaming commands any number of
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from typing import Any, Final
 
 # A request is a command name and a few arguments; 64 KiB is far above any real one and bounds
-# what one client can make the daemon buffer (PRODUCT.md).
+# what one client can make the daemon buffer (the contract).
 MAX_LINE: Final = 64 * 1024
 
 # Error codes. The first three are part of the contract; the others are used by the command layer.

@@ -49,7 +49,7 @@ log = structlog.get_logger()
 Reply = Any | AsyncIterator[dict[str, Any]]
 Dispatch = Callable[[Request], Awaitable[Reply]]
 
-# Pending connections: 50 clients at once (issue 2) plus headroom.
+# Pending connections: 50 clients at once plus headroom.
 BACKLOG = 128
 # How long a refused peer gets to read its `forbidden` reply and hang up.
 REFUSE_LINGER = 1.0

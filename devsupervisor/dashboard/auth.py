@@ -1,4 +1,4 @@
-"""Who may use the dashboard: the token, the Host rule, the Origin rule (PRODUCT.md, "Dashboard").
+"""Who may use the dashboard: the token, the Host rule, the Origin rule (the contract, "Dashboard").
 
 - Token: a fresh random one per daemon start (`token_file`). A request carries it once in the
   query string (answered with an HttpOnly, SameSite=Strict cookie), or in the cookie, or as

@@ -4,7 +4,7 @@ the last reloads (for the chart) and the timeline of the last daemon start or st
 Fed one event record at a time (`feed`), on the loop. Nothing here asks the daemon anything, so
 the core needs no history of its own; the events' `ts` fields are the clock.
 
-Timeline rows follow PRODUCT.md's order of things: services come up first (healthy where they have
+Timeline rows follow the contract's order of things: services come up first (healthy where they have
 a healthcheck), then the platform builds and starts. A service with no healthcheck never reports
 `service.healthy`; it is counted as up when the platform's turn begins.
 """
@@ -15,7 +15,7 @@ from collections import deque
 from datetime import datetime
 from typing import Any
 
-# The chart shows the last 50 reloads (issue 13).
+# The chart shows the last 50 reloads.
 MAX_RELOADS = 50
 # Phases of a reload, in the order they happen and are stacked.
 PHASES = ("detect", "build", "stop", "start", "ready")

@@ -19,7 +19,7 @@ log = structlog.get_logger()
 # A lookup that takes longer is skipped; the next status change asks again.
 LOOKUP_TIMEOUT = 5.0
 # Host addresses a browser on this machine reaches as 127.0.0.1 (with a remote engine the
-# ports are forwarded to the same port here, PRODUCT.md "Remote engine").
+# ports are forwarded to the same port here, the contract, "Remote engine").
 LOCAL_BINDS = ("", "0.0.0.0", "127.0.0.1", "::", "::1")
 # After a failed lookup (engine gone) the container is not asked about again for this long, so
 # a page's live updates do not wait on a dead engine at every status change.

@@ -40,7 +40,7 @@ def _unsized(item: object) -> int:
 
 
 def drop_marker(count: int) -> dict[str, Any]:
-    """The marker for dict streams: an event record in the shape of PRODUCT.md's events."""
+    """The marker for dict streams: an event record in the shape of the contract's events."""
     return {
         "ts": utc_iso(),
         "event": "stream.dropped",

@@ -247,7 +247,7 @@ def configure(
 
 def utc_iso(ts: float | None = None) -> str:
     """A wall-clock time (now by default) as ISO 8601 UTC with a Z, like every record's `ts`;
-    the form PRODUCT.md gives for every time in status and events."""
+    the form the contract gives for every time in status and events."""
     moment = datetime.now(UTC) if ts is None else datetime.fromtimestamp(ts, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

@@ -1,6 +1,6 @@
 """When to build: leading edge for a lone save, settle window for a stream of changes.
 
-Rules (issue 2, "Watcher"):
+Rules:
 - The first real change after a quiet period fires at once: no fixed delay in front of a save.
 - A change while a build runs cancels that build (the owner does the cancelling when told
   `should_cancel`), and the next build fires once changes have settled: `debounce` seconds of

@@ -122,16 +122,22 @@ class Compose:
         return [line for line in out.splitlines() if line]
 
     async def up(
-        self, services: Sequence[str], *, wait: bool = True, no_deps: bool = False
+        self,
+        services: Sequence[str],
+        *,
+        wait: bool = True,
+        no_deps: bool = False,
+        start: bool = True,
     ) -> None:
-        """Create/start `services` (only what changed is recreated).
+        """Create/start `services` (only what changed is recreated); without `start`, only
+        create them (`--no-start`).
 
         Raises:
             ComposeError: a service did not come up (exit, or unhealthy within --wait).
             CommandTimeout: compose did not finish within the timeout.
         """
-        args = ["up", "-d"]
-        if wait:
+        args = ["up", "-d"] if start else ["up", "--no-start"]
+        if wait and start:
             # compose's own wait ends just before ours, so its message names the service.
             args += ["--wait", "--wait-timeout", str(max(1, int(self.timeout) - 5))]
         if no_deps:

@@ -1,6 +1,6 @@
 """Which Docker engine devsup talks to, resolved the way the docker CLI resolves it.
 
-Precedence (PRODUCT.md, "Remote engine"): the config's `engine.host`; else DOCKER_HOST; else the
+Precedence (the contract, "Remote engine"): the config's `engine.host`; else DOCKER_HOST; else the
 current docker context (DOCKER_CONTEXT, else `currentContext` in the CLI's config.json), read from
 the context store as `docker context inspect` would; else the default local socket. Reading the
 store directly costs a file read, where `docker context inspect` costs a process start.

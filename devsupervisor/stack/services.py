@@ -9,6 +9,7 @@ every call is a cheap no-op and the docker SDK is never imported.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
@@ -84,9 +85,16 @@ class StackServices:
     def forget_models(self) -> None:
         self.manager.forget_models()
 
-    async def bring_up(self, stack: str, previous: str | None) -> None:
+    async def bring_up(
+        self,
+        stack: str,
+        previous: str | None,
+        *,
+        alongside: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         """`up` the stack's services (compose recreates only what changed) and wait until they
-        are healthy.
+        are healthy. `alongside` runs once their `up` returned, while their health is awaited
+        (the platform container's creation); it must not raise, and is awaited either way.
 
         Raises:
             DevsupError: a service did not come up; what already runs is left running.
@@ -104,9 +112,16 @@ class StackServices:
             )
             await self._before_up(self.compose_for(stack), [*services, *platform])
         await self.manager.bring_up(stack, previous, wait=self.deps is None)
-        if self.deps is not None:
-            await self.deps.wait_up(services, UP_TIMEOUT)
-            await self.deps.reconcile(services)
+        # After the services' `up`, never beside it: two compose runs on one project race
+        # (both would create a missing network).
+        side = asyncio.ensure_future(alongside()) if alongside is not None else None
+        try:
+            if self.deps is not None:
+                await self.deps.wait_up(services, UP_TIMEOUT)
+                await self.deps.reconcile(services)
+        finally:
+            if side is not None:
+                await side
 
     async def restart_service(self, name: str) -> ServiceStatus:
         assert self.deps is not None, "services exist only with compose files"

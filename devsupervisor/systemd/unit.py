@@ -106,7 +106,7 @@ class ServiceStatus:
 
 
 def unit_name(instance: str | None) -> str:
-    """One unit per instance, named after it (PRODUCT.md, "Instances"): `devsup-<instance>.service`.
+    """One unit per instance, named after it ("Instances"): `devsup-<instance>.service`.
     None names the single `devsup.service` of devsup before instances."""
     return UNIT_NAME if instance is None else f"devsup-{instance}.service"
 

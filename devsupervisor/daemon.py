@@ -27,7 +27,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
-from devsupervisor import __version__, instance, paths
+from devsupervisor import __version__, paths
 from devsupervisor.actions import Actions
 from devsupervisor.config import load_config
 from devsupervisor.config.model import Config
@@ -35,7 +35,9 @@ from devsupervisor.control.commands import dispatcher
 from devsupervisor.control.server import ControlServer
 from devsupervisor.dashboard.attach import Dashboard
 from devsupervisor.errors import ConfigError, UsageError
-from devsupervisor.instance_ports import InstancePorts
+from devsupervisor.instances import naming as instance
+from devsupervisor.instances.allocation import PortsExhausted
+from devsupervisor.instances.daemon_ports import InstancePorts
 from devsupervisor.logs import pipeline as logs
 from devsupervisor.logs.streams import OUTPUT_EVENT, LogStreams
 from devsupervisor.orchestrator import Orchestrator
@@ -46,7 +48,6 @@ from devsupervisor.platform.listeners import Listeners
 from devsupervisor.platform.process import set_child_subreaper
 from devsupervisor.platform.records import live_records, mark_instance, stop_previous
 from devsupervisor.platform.target import PlatformTarget
-from devsupervisor.ports import PortsExhausted
 from devsupervisor.signals import SignalInbox
 from devsupervisor.stack.engine_connection import EngineConnection
 from devsupervisor.stack.services import StackServices

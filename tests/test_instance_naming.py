@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from devsupervisor import instance, paths
+from devsupervisor import paths
 from devsupervisor.cli.daemon_socket import name_from_config, socket_for
 from devsupervisor.errors import UsageError
+from devsupervisor.instances import naming as instance
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from devsupervisor.config import parse_config
-from devsupervisor.instance_ports import InstancePorts
-from devsupervisor.ports import LOCK_NAME, PortRegistry, PortsExhausted, is_free
+from devsupervisor.instances.allocation import LOCK_NAME, PortRegistry, PortsExhausted, is_free
+from devsupervisor.instances.daemon_ports import InstancePorts
 from devsupervisor.statefile import SavedState, StateStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def test_is_free_sees_a_listener() -> None:
 ALLOCATE_SCRIPT = """
 import sys
 from pathlib import Path
-from devsupervisor.ports import PortRegistry
+from devsupervisor.instances.allocation import PortRegistry
 from devsupervisor.statefile import SavedState, StateStore
 state_dir, name, default = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 sys.stdin.readline()  # all start together

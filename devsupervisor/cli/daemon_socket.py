@@ -60,6 +60,6 @@ def name_from_config(config: str | None) -> str | None:
     project, instance = read_identity(found)
     if instance is not None or project is None:
         return instance
-    from devsupervisor.instance import derive
+    from devsupervisor.instances.naming import derive
 
     return derive(project, found)  # a linked worktree's config reaches its own daemon

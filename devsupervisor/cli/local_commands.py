@@ -10,11 +10,11 @@ import asyncio
 import faulthandler
 import sys
 
-from devsupervisor import instance
 from devsupervisor.config.identity import read_identity
 from devsupervisor.config.load import load_config
 from devsupervisor.config.locate import find_config
 from devsupervisor.config.render import render_resolved
+from devsupervisor.instances import naming as instance
 from devsupervisor.logs import pipeline as logs
 from devsupervisor.systemd import unit as service
 

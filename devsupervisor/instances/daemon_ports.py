@@ -17,8 +17,8 @@ import psutil
 
 from devsupervisor.config.model import Config
 from devsupervisor.config.ports import substitute_ports
+from devsupervisor.instances.allocation import PortRegistry, compose_published
 from devsupervisor.platform.process import ProcessIdentity
-from devsupervisor.ports import PortRegistry, compose_published
 from devsupervisor.statefile import SavedState, StateStore
 
 

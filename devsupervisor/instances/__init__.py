@@ -1,0 +1,1 @@
+"""Instances: several checkouts of one project side by side (naming, host ports)."""

@@ -83,6 +83,7 @@ class Harness:
         wait_indexed: bool = True,
         hasher: Callable[[str], bytes | None] = hash_file,
         recursive: bool = True,
+        index_delay: float = 0.0,
     ) -> SourceWatcher:
         watcher = SourceWatcher(
             roots or [self.root],
@@ -95,6 +96,7 @@ class Harness:
             index_path=index_path,
             hasher=hasher,
             recursive=recursive,
+            index_delay=index_delay,
         )
         self.watchers.append(watcher)
         self._wait_file_clock()
@@ -685,3 +687,52 @@ def test_saved_listings_spare_the_walk_and_notice_what_changed(h: Harness, tmp_p
     assert index_events(logs)[0]["files"] == 2  # kept.go and added.go; gen.go is ignored now
     fresh = h.watch()  # no saved index: walks everything
     assert h.fingerprint(third) == h.fingerprint(fresh)
+
+
+class ThreadRecordingHasher:
+    """hash_file, noting whether the indexer thread has read anything yet."""
+
+    def __init__(self) -> None:
+        self.indexer_read = threading.Event()
+
+    def __call__(self, path: str) -> bytes | None:
+        if threading.current_thread().name == INDEXER_THREAD:
+            self.indexer_read.set()
+        return hash_file(path)
+
+
+def test_the_first_index_waits_until_asked_and_no_change_is_lost_meanwhile(h: Harness) -> None:
+    """Until someone asks for the index (here: a fingerprint), nothing is hashed for it, and a
+    file edited, deleted or created in that time is reported all the same."""
+    kept = write(h.root / "a" / "kept.go", "package a")
+    edited = write(h.root / "a" / "edited.go", "package a // v1")
+    deleted = write(h.root / "b" / "deleted.go", "package b")
+    hasher = ThreadRecordingHasher()
+    watcher = h.watch(hasher=hasher, wait_indexed=False, index_delay=DEADLINE * 10)
+    h.settle()  # the watches are in place
+    edited.write_text("package a // v2")
+    deleted.unlink()
+    created = write(h.root / "b" / "created.go", "package b // new")
+    h.wait_reported(edited, deleted, created)
+    assert not hasher.indexer_read.is_set() and not watcher.indexed
+    fingerprint = h.fingerprint(watcher)  # asks: well before index_delay
+    assert watcher.indexed and hasher.indexer_read.is_set()
+    assert kept not in h.reported
+    assert h.fingerprint(h.watch()) == fingerprint
+
+
+def test_the_first_index_starts_by_itself_after_its_delay(h: Harness) -> None:
+    """Nobody asking (a first build that failed), the index is built `index_delay` after the
+    start, and logged as due."""
+    write(h.root / "a.go", "package a")
+    with capture_logs() as logs:
+        watcher = h.watch(wait_indexed=False, index_delay=0.05)
+        # Polling the condition itself: wait_indexed() would ask for the index.
+        deadline = time.monotonic() + DEADLINE
+        while not watcher.indexed and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert watcher.indexed and watcher.watched_count == 1
+    assert [e["event"] for e in logs if e["event"].startswith("watch.index")] == [
+        "watch.index_due",
+        "watch.indexed",
+    ]

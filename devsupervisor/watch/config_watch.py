@@ -47,6 +47,7 @@ class ConfigWatch:
                 on_change=on_change,
                 loop=loop,
                 recursive=False,
+                index_delay=0,  # a few files: nothing to defer
             )
             for directory, names in watched_files(config).items()
         ]

@@ -7,11 +7,14 @@ files included), so a touch, a same-content rewrite or a checkout that restores 
 reports nothing.
 
 Start before indexing: `start()` returns at once; a thread puts the inotify watches in place and
-then builds the index, so the first build waits for neither. The index is persisted
-(`index_path`) and an entry whose stat signature is unchanged is reused without a read, so a
-restart hashes only what changed while the daemon was away. `await fingerprint()` waits for the
-index. No change made from `start()` on is lost: a change after the watches are in place has an
-event, and one for a file the indexer has not read yet counts as a change (its old content is
+then builds the index, so the first build waits for neither. Nor does the index compete with that
+build for the CPU: it is built only once someone needs it (`fingerprint()`, which the orchestrator
+asks for once a build succeeded or to decide whether one is needed; `wait_indexed()`,
+`rescan()`, `index_now()`), or `index_delay` after the start at the latest. The index is
+persisted (`index_path`) and an entry whose stat signature is unchanged is reused without a
+read, so a restart hashes only what changed while the daemon was away. No change made from
+`start()` on is lost, however late the index comes: a change after the watches are in place has
+an event, and one for a file the indexer has not read yet counts as a change (its old content is
 unknown); a file the indexer finds changed after `start()` (before its watch existed, or with
 its event still in flight) is reported by the indexer itself.
 
@@ -101,6 +104,10 @@ SETTLE_GRACE = 0.05
 # reading; a change up to one tick (1-10 ms) before it may too, and counts as a change.
 CLOCK_REALTIME_COARSE = 5
 INDEXER_THREAD = "devsup-index"
+# How long the first index waits for someone to ask for it: a first build normally asks sooner
+# (its fingerprint is stored once it succeeds); one that fails or outlasts this shares the CPU
+# with the indexer from then on. Until then every event counts as a change, nothing is lost.
+INDEX_DELAY = 3.0
 # Stands for "content unknown" while the index is built: equal to no digest.
 UNKNOWN = b"?"
 
@@ -134,6 +141,8 @@ class SourceWatcher:
         index_path: where the index is kept between runs (None: not kept).
         recursive: False watches only the files directly in each root.
         hasher: reads a file's content hash; a seam for tests.
+        index_delay: seconds the first index waits for someone to ask for it (see INDEX_DELAY;
+            0 builds it at once).
     """
 
     def __init__(
@@ -149,6 +158,7 @@ class SourceWatcher:
         index_path: Path | None = None,
         recursive: bool = True,
         hasher: scan.Hasher = hash_file,
+        index_delay: float = INDEX_DELAY,
     ) -> None:
         self._roots = tuple(dict.fromkeys(root.resolve() for root in roots))
         self._include = tuple(include)
@@ -160,6 +170,7 @@ class SourceWatcher:
         self._index_path = index_path
         self._recursive = recursive
         self._hasher = hasher
+        self._index_delay = index_delay
         # What decides which files are watched: a saved listing made under other rules is stale.
         self._rules = repr((self._include, self._ignore, sorted(map(str, self._extra)), recursive))
         # Nested roots: the deepest root's filter has the last word on each file.
@@ -179,6 +190,8 @@ class SourceWatcher:
         self._indexing = False
         self._touched: set[str] = set()
         self._indexed = threading.Event()
+        # Set when someone needs the index (or the watcher stops): the indexer waits for it.
+        self._index_wanted = threading.Event()
         self._stopping = threading.Event()
         self._indexer: threading.Thread | None = None
         self._started_ns = 0
@@ -226,8 +239,13 @@ class SourceWatcher:
         )
         self._indexer.start()
 
+    def index_now(self) -> None:
+        """Build the first index now rather than after `index_delay` (thread-safe)."""
+        self._index_wanted.set()
+
     def wait_indexed(self, timeout: float | None = None) -> bool:
-        """Block (a thread, never the loop) until the first index is complete."""
+        """Block (a thread, never the loop) until the first index is complete; asks for it."""
+        self.index_now()
         return self._indexed.wait(timeout)
 
     def stop(self) -> None:
@@ -236,6 +254,7 @@ class SourceWatcher:
         if observer is None:
             return
         self._stopping.set()
+        self._index_wanted.set()  # an indexer still waiting for its turn ends at once
         if self._indexer is not None:
             self._indexer.join()  # it checks _stopping between directories
         self._poller.stop()
@@ -256,7 +275,7 @@ class SourceWatcher:
         """Re-read the `.gitignore` rules, walk the roots, update the index and return the paths
         whose content differs (a file whose stat signature is unchanged is not read again).
         Thread-safe (never on the loop: it waits for the first index); no `on_change` call."""
-        self._indexed.wait()
+        self.wait_indexed()
         started = time.monotonic()
         with self._lock:
             self._filters = self._make_filters()
@@ -290,7 +309,8 @@ class SourceWatcher:
 
     async def fingerprint(self) -> str:
         """A hash over all watched paths and their content hashes: equal means same sources.
-        Waits for the first index, without blocking the loop."""
+        Asks for the first index and waits for it, without blocking the loop."""
+        self.index_now()
         if not self._indexed.is_set():
             await asyncio.to_thread(self._indexed.wait)
         return await asyncio.to_thread(self._fingerprint_now)
@@ -321,11 +341,17 @@ class SourceWatcher:
                 roots=[str(r) for r in self._roots],
                 duration=round(time.monotonic() - started, 3),
             )
+        # Not while the first build runs, unless that build's decision waits for the index.
+        if not self._index_wanted.wait(self._index_delay) and self._index_delay > 0:
+            log.info("watch.index_due", delay=self._index_delay)
         # Not niced: a fingerprint (a restart deciding whether to build) waits for this, and
         # an unprivileged process cannot raise the priority back once it has lowered it.
         self._build_index()
 
     def _build_index(self) -> None:
+        if self._stopping.is_set():
+            self._indexed.set()  # stopped before its turn: nobody may wait for it
+            return
         started = time.monotonic()
         saved = ContentIndex.load(self._index_path) if self._index_path else ContentIndex()
         known = saved.listings if saved.rules == self._rules else {}

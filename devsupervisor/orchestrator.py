@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from devsupervisor.config.model import Config
 from devsupervisor.errors import ConfigError, DevsupError, OperationFailed, UsageError
@@ -41,6 +41,19 @@ RELOADABLE = (
 )
 
 TargetFactory = Callable[[Config, str], PlatformTarget]
+
+
+@runtime_checkable
+class _Prepares(Protocol):
+    """A platform target that can create its process ahead of its start (the container)."""
+
+    async def prepare(self) -> None: ...
+
+    async def discard_prepared(self) -> None: ...
+
+
+def _preparing(target: PlatformTarget) -> _Prepares | None:
+    return target if isinstance(target, _Prepares) else None
 
 
 @dataclass
@@ -236,18 +249,42 @@ class Orchestrator:
     async def _enter(self, name: str, previous: str | None) -> bool:
         """Bring up `name`'s services, then its platform; True when both are up."""
         self.stack_error = None
-        services_ok = await self._apply_services(name, previous)
+        target = self._make_target(self.config, name)
+        prepared = _preparing(target)
+        alongside = None if prepared is None else lambda: self._prepare(prepared)
+        services_ok = await self._apply_services(name, previous, alongside=alongside)
         # A host binary needs no Docker: it runs even when services failed (or Docker is
         # absent), so the edit loop keeps working; a platform container would not come up.
         if not services_ok and self.config.stacks[name].platform != "binary":
+            if prepared is not None:
+                await prepared.discard_prepared()
             return False
-        ok = await self._apply_platform(name) and services_ok
+        ok = await self._apply_platform(name, target) and services_ok
         self._set_state(StackState.RUNNING if ok else StackState.DEGRADED)
         return ok
 
-    async def _apply_services(self, name: str, previous: str | None) -> bool:
+    async def _prepare(self, target: _Prepares) -> None:
+        """Create the platform container while the services get healthy, so its start after
+        them is one engine call, not a second compose run. Only when it will not be built
+        first (a build replaces the image) and no platform container runs (creating would
+        replace it before the services are up)."""
+        running = self.platform.running_target
+        if running is not None and running.mode == "container":
+            return
+        built = self._builds.get("container")
+        if built is None or built != await self._fingerprint():
+            return
+        await target.prepare()
+
+    async def _apply_services(
+        self,
+        name: str,
+        previous: str | None,
+        *,
+        alongside: Callable[[], Awaitable[None]] | None = None,
+    ) -> bool:
         try:
-            await self.services.bring_up(name, previous)
+            await self.services.bring_up(name, previous, alongside=alongside)
         except DevsupError as exc:
             self.stack_error = str(exc)
             log.error("stack.failed", stack=name, reason=str(exc))
@@ -255,15 +292,17 @@ class Orchestrator:
             return False
         return True
 
-    async def _apply_platform(self, name: str) -> bool:
-        """Run the platform in `name`'s mode with the current config, building first when the
-        sources changed since the last successful build in that mode. What runs now keeps
-        serving until the new one is built (and at all if its build fails)."""
+    async def _apply_platform(self, name: str, target: PlatformTarget | None = None) -> bool:
+        """Run the platform in `name`'s mode with the current config (`target`: made for it
+        already), building first when the sources changed since the last successful build in
+        that mode. What runs now keeps serving until the new one is built (and at all if its
+        build fails)."""
         mode = self.config.stacks[name].platform
         built = self._builds.get(mode)
         # Nothing built in this mode yet: build at once, without waiting for the source index.
         stale = built is None or built != await self._fingerprint()
-        target = self._make_target(self.config, name)
+        if target is None:
+            target = self._make_target(self.config, name)
         ok = await self.platform.ask(lambda outcome: intents.Enter(target, stale, outcome))
         if not ok and self.stack_error is None:
             self.stack_error = f"platform {self.platform.state.value}"

@@ -211,9 +211,7 @@ class ContainerTarget:
         ]
         found = await sdk_call(
             f"a lookup of the {self._service} container",
-            lambda: self._docker().containers.list(
-                filters={"label": labels}, **({} if running else {"all": True})
-            ),
+            lambda: self._docker().containers.list(filters={"label": labels}, all=not running),
             timeout=SDK_TIMEOUT,
         )
         return str(found[0].id) if found else None

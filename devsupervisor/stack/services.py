@@ -119,9 +119,13 @@ class StackServices:
             if self.deps is not None:
                 await self.deps.wait_up(services, UP_TIMEOUT)
                 await self.deps.reconcile(services)
+        except asyncio.CancelledError:
+            if side is not None:
+                side.cancel()  # shutdown: its compose child is killed with it
+            raise
         finally:
             if side is not None:
-                await side
+                await asyncio.wait({side})
 
     async def restart_service(self, name: str) -> ServiceStatus:
         assert self.deps is not None, "services exist only with compose files"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,10 +181,18 @@ class FakeServices:
         self.stopped = False
         self.platform_service = "platform"
 
-    async def bring_up(self, stack: str, previous: str | None) -> None:
+    async def bring_up(
+        self,
+        stack: str,
+        previous: str | None,
+        *,
+        alongside: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         from devsupervisor.errors import ComposeError
 
         self.up_calls.append((stack, previous))
+        if alongside is not None:
+            await alongside()
         if self.gate is not None:
             await self.gate.wait()
         if self.fail:

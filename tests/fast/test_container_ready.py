@@ -44,7 +44,7 @@ class FakeClient:
     def api(self) -> FakeClient:
         return self
 
-    def list(self, filters: dict[str, Any]) -> list[_Container]:
+    def list(self, filters: dict[str, Any], all: bool = False) -> list[_Container]:
         return [_Container(CID)]
 
     def inspect_container(self, container: str) -> dict[str, Any]:

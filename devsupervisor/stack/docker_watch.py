@@ -139,18 +139,22 @@ class DockerWatch:
 
     # -- actions ------------------------------------------------------------------------------
 
-    async def reconcile(self, services: list[str]) -> list[str]:
+    async def reconcile(
+        self, services: list[str], found: list[ContainerInfo] | None = None
+    ) -> list[str]:
         """Supervise `services` from now on; returns those down and not stopped on purpose.
+        `found`: a listing just made (`wait_up`'s), saving another round of inspects.
 
         Raises:
             DockerUnavailable: the engine did not answer the listing.
         """
         self.supervisor.set_services(services)
-        return self.supervisor.reconcile(await self._list())
+        return self.supervisor.reconcile(await self._list() if found is None else found)
 
-    async def wait_up(self, services: list[str], timeout: float) -> None:
+    async def wait_up(self, services: list[str], timeout: float) -> list[ContainerInfo]:
         """Return once every service runs and is healthy (or has no healthcheck, or finished
-        with exit code 0), re-checking on each of their container events.
+        with exit code 0), re-checking on each of their container events. Returns the listing
+        that showed them up.
 
         Raises:
             ComposeError: a service exited non-zero, turned unhealthy, or the timeout passed.
@@ -166,7 +170,7 @@ class DockerWatch:
                 found = await self._list(min(SDK_TIMEOUT, max(remaining, 1.0)))
                 waiting = _not_up(services, found)
                 if not waiting:
-                    return
+                    return found
                 try:
                     event = await sub.next(deadline - time.monotonic())
                 except TimeoutError:

@@ -117,8 +117,8 @@ class StackServices:
         side = asyncio.ensure_future(alongside()) if alongside is not None else None
         try:
             if self.deps is not None:
-                await self.deps.wait_up(services, UP_TIMEOUT)
-                await self.deps.reconcile(services)
+                found = await self.deps.wait_up(services, UP_TIMEOUT)
+                await self.deps.reconcile(services, found)
         except asyncio.CancelledError:
             if side is not None:
                 side.cancel()  # shutdown: its compose child is killed with it

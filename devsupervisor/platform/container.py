@@ -36,6 +36,8 @@ BUILD_TIMEOUT = 600.0
 # A container without a healthcheck is ready once running; one with a healthcheck gets this
 # long to report healthy (start periods of real services are tens of seconds).
 READY_TIMEOUT = 120.0
+# Longest the early run of the container's healthcheck may take before Docker's probes decide.
+PROBE_TIMEOUT = 2.0
 
 
 class ContainerTarget:
@@ -254,19 +256,46 @@ class ContainerTarget:
         """Whether it serves already; raises NotReady when it has already failed.
 
         An inspect, not an event: the container may have turned healthy (or died) before the
-        subscription began.
+        subscription began. While its health is still `starting`, its own healthcheck is run
+        once now: Docker runs the first probe only one `interval` after the start (20.10 has
+        no start_interval), and a probe that passes is what Docker would report as healthy.
         """
-        state: dict[str, Any] = await sdk_call(
+        detail: dict[str, Any] = await sdk_call(
             f"an inspect of the {self._service} container",
-            lambda: self._docker().api.inspect_container(container)["State"],
+            lambda: self._docker().api.inspect_container(container),
             timeout=SDK_TIMEOUT,
         )
+        state: dict[str, Any] = detail.get("State") or {}
         if not state.get("Running"):
             raise NotReady(f"{self._service} exited with code {state.get('ExitCode')}")
         health = (state.get("Health") or {}).get("Status")
         if health == "unhealthy":
             raise NotReady(f"{self._service} is unhealthy")
-        return health is None or health == "healthy"
+        if health is None or health == "healthy":
+            return True
+        check = (detail.get("Config") or {}).get("Healthcheck") or {}
+        return await self._probe(container, _probe_argv(check.get("Test") or []))
+
+    async def _probe(self, container: str, argv: list[str] | None) -> bool:
+        """Run the container's healthcheck command in it once; False when it fails or cannot
+        run (then Docker's own probes decide)."""
+        if argv is None:
+            return False
+
+        def run() -> int | None:
+            api = self._docker().api
+            exec_id = api.exec_create(container, argv)["Id"]
+            api.exec_start(exec_id)  # attached to its output: returns when it has exited
+            code: int | None = api.exec_inspect(exec_id).get("ExitCode")
+            return code
+
+        try:
+            code = await sdk_call(f"a probe of {self._service}", run, timeout=PROBE_TIMEOUT)
+        except (DockerUnavailable, docker.errors.APIError) as exc:
+            log.debug("platform.probe_failed", service=self._service, reason=str(exc))
+            return False
+        log.debug("platform.probed", service=self._service, exit_code=code)
+        return code == 0
 
     async def stop(self) -> None:
         await self._compose.remove([self._service])
@@ -276,3 +305,13 @@ class ContainerTarget:
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+def _probe_argv(test: list[str]) -> list[str] | None:
+    """The command of a healthcheck `Test` (`CMD args...` or `CMD-SHELL line`); None for
+    none, `NONE` or an inherited one."""
+    if len(test) >= 2 and test[0] == "CMD":
+        return list(test[1:])
+    if len(test) == 2 and test[0] == "CMD-SHELL":
+        return ["/bin/sh", "-c", test[1]]
+    return None

@@ -23,6 +23,9 @@ from devsupervisor.stack.docker_events import ContainerEvent
 from devsupervisor.stack.event_bus import ContainerEvents
 
 CID = "ab" * 32
+# The class below has a method named `list`: annotations there cannot say list[...].
+_Argv = list[str]
+_Argvs = list[_Argv]
 
 
 @dataclass
@@ -35,6 +38,10 @@ class FakeClient:
     """What ContainerTarget asks the SDK: containers.list and api.inspect_container."""
 
     state: dict[str, Any] = field(default_factory=dict)
+    # The container's healthcheck `Test` (None: none configured) and what running it exits with.
+    test: list[str] | None = None
+    probe_exit: int = 1
+    probes: _Argvs = field(default_factory=list)
 
     @property
     def containers(self) -> FakeClient:
@@ -48,7 +55,18 @@ class FakeClient:
         return [_Container(CID)]
 
     def inspect_container(self, container: str) -> dict[str, Any]:
-        return {"State": self.state}
+        config = {} if self.test is None else {"Healthcheck": {"Test": self.test}}
+        return {"State": self.state, "Config": config}
+
+    def exec_create(self, container: str, cmd: _Argv, **kw: Any) -> dict[str, str]:
+        self.probes.append(cmd)
+        return {"Id": "exec1"}
+
+    def exec_start(self, exec_id: str) -> bytes:
+        return b""
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
+        return {"ExitCode": self.probe_exit}
 
 
 @pytest.fixture
@@ -80,13 +98,18 @@ def _health(health: str, cid: str = CID) -> ContainerEvent:
     return ContainerEvent("health_status", cid, "platform", time=0.0, health=health)
 
 
-def _run_ready(compose: Compose, state: dict[str, Any], *later: ContainerEvent) -> None:
+def _run_ready(
+    compose: Compose,
+    state: dict[str, Any],
+    *later: ContainerEvent,
+    client: FakeClient | None = None,
+) -> None:
     """start(), then wait_ready() while `later` events arrive on the stream."""
 
     async def body() -> None:
         events = ContainerEvents()
         events.subscribed()
-        target = _target(compose, events, FakeClient(state))
+        target = _target(compose, events, client or FakeClient(state))
         await target.start()
         assert target.container == CID
         loop = asyncio.get_running_loop()
@@ -110,6 +133,22 @@ def test_healthy_or_unchecked_at_the_inspect_is_ready_at_once(compose: Compose) 
     """Healthy before the subscription (or no healthcheck and running): ready without an event."""
     _run_ready(compose, {"Running": True, "Health": {"Status": "healthy"}})
     _run_ready(compose, {"Running": True})
+
+
+def test_passing_early_probe_is_ready_without_an_event(compose: Compose) -> None:
+    """Still starting at the inspect: its own healthcheck, run once, passes: ready at once."""
+    client = FakeClient(STARTING, test=["CMD", "/platform", "-healthcheck"], probe_exit=0)
+    _run_ready(compose, STARTING, client=client)
+    assert client.probes == [["/platform", "-healthcheck"]]
+
+
+def test_failing_early_probe_leaves_it_to_dockers_probes(compose: Compose) -> None:
+    """The early probe fails (not listening yet): Docker's `healthy` event decides."""
+    client = FakeClient(STARTING, test=["CMD-SHELL", "curl -f localhost"], probe_exit=1)
+    _run_ready(compose, STARTING, _health("healthy"), client=client)
+    assert client.probes == [["/bin/sh", "-c", "curl -f localhost"]]
+    with pytest.raises(NotReady, match="is unhealthy"):
+        _run_ready(compose, STARTING, _health("unhealthy"), client=client)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,11 @@
 Readiness comes from Docker's own signals (the container's health status, read from the
 project's one event stream, `stack.event_bus.ContainerEvents`), not from probing the published
 port: right after a recreate the port-forwarder accepts connections it cannot yet deliver, and a
-probe stalls about a second.
+probe stalls about a second. The one exception runs inside the container: its own healthcheck,
+once, right after the start (Docker's first probe comes only one interval later).
+
+On a switch into a container stack the container is created (`prepare`) while the stack's
+services get healthy, so its start after them is one engine call, not a second compose run.
 """
 
 from __future__ import annotations

@@ -41,20 +41,27 @@ def entry_for(
 
     Returns (None, 0) when the file is missing, unreadable or not a regular file.
     """
-    before = _stat(path)
-    if before is None:
-        return None, 0
-    sig = signature(before)
-    if trust and known is not None and known[: SIGNATURE.size] == sig:
-        return known, _changed_ns(before)
+    before = None
+    if trust and known is not None:
+        before = _stat(path)
+        if before is None:
+            return None, 0
+        if known[: SIGNATURE.size] == signature(before):
+            return known, _changed_ns(before)
+    # Nothing to compare with: the file is read without a stat first (a first index reads
+    # every file, and that stat was a fifth of its time). The stat after the read vouches for
+    # the entry: a change during the read leaves a ctime at most one file clock tick before
+    # `reading`, so that entry is racy (never trusted), and the change's time is reported with
+    # it (the watcher compares it with its start).
+    reading = time.time_ns()
     digest = hasher(path)
-    # Stat again: a change between the first stat and the read is in the digest, and its time
-    # must be reported with it (the watcher compares it with its start).
     after = _stat(path) if digest is not None else None
     if digest is None or after is None:
         return None, 0
-    changed_ns = max(_changed_ns(before), _changed_ns(after))
-    if signature(after) != sig or time.time_ns() - changed_ns < RACY_WINDOW_NS:
+    changed_ns = _changed_ns(after)
+    sig = signature(after)
+    moved = before is not None and signature(before) != sig
+    if moved or reading - changed_ns < RACY_WINDOW_NS:
         sig = UNTRUSTED
     return sig + digest, changed_ns
 

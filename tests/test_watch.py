@@ -21,6 +21,7 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.inotify import InotifyEmitter
 from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, WatchDescriptor
 
+from devsupervisor.watch import scan
 from devsupervisor.watch.content_hash import hash_file
 from devsupervisor.watch.ignore import PathFilter, is_editor_temp
 from devsupervisor.watch.scan import RACY_WINDOW_NS
@@ -736,3 +737,22 @@ def test_the_first_index_starts_by_itself_after_its_delay(h: Harness) -> None:
         "watch.index_due",
         "watch.indexed",
     ]
+
+
+def test_a_file_written_while_first_read_gets_an_entry_never_trusted(h: Harness) -> None:
+    """A first read (no entry to check, so no stat before it) that races a same-size write
+    yields an entry whose signature never matches and the write's time; the next scan reads
+    the file again."""
+    path = write(h.root / "a.go", "package a // 1")
+    h.wait_file_clock_past(path, RACY_WINDOW_NS)  # not racy by its age alone
+
+    def hash_then_write(name: str) -> bytes | None:
+        digest = hash_file(name)
+        Path(name).write_text("package a // 2")  # same size: only ctime/mtime tell
+        return digest
+
+    entry, changed_ns = scan.entry_for(str(path), None, hasher=hash_then_write)
+    assert entry is not None and entry.startswith(scan.UNTRUSTED)
+    assert changed_ns == path.stat().st_ctime_ns
+    again, _ = scan.entry_for(str(path), entry)
+    assert again is not None and again[-16:] == hash_file(path) != entry[-16:]

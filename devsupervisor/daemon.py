@@ -243,16 +243,10 @@ class Daemon:
     # -- signals (`signals.SignalInbox` hands them here, on the loop) --------------------------
 
     def handle_sigterm(self) -> None:
-        log.info("daemon.signal", signal="SIGTERM")
         self.request_stop()
 
-    def handle_sigint(self) -> None:
-        log.info("daemon.signal", signal="SIGINT")
-        self.request_stop()
-
-    def handle_sighup(self) -> None:
-        log.info("daemon.signal", signal="SIGHUP")
-        self.request_stop()
+    # Ctrl-C, and the terminal of a foreground `devsup run` closing: a clean stop all the same.
+    handle_sigint = handle_sighup = handle_sigterm
 
     # -- watchers -------------------------------------------------------------------------------
 
@@ -303,14 +297,7 @@ class Daemon:
             return
         self.config_error = None
         self.down_on_exit = new.on_exit == "down"
-        if new.engine != self.engine.configured:
-            # One connection for the daemon's life: the SDK clients and tunnel are set up at start.
-            log.warning(
-                "config.engine_changed",
-                engine=new.engine.host if new.engine is not None else None,
-                running=self.engine.address.host,
-                action="restart devsup to use it",
-            )
+        self.engine.reconfigured(new.engine)
 
     # -- Docker events --------------------------------------------------------------------------
 

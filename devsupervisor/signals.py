@@ -9,6 +9,10 @@ import asyncio
 import signal
 from typing import Any
 
+from devsupervisor.logs.pipeline import get_logger
+
+log = get_logger()
+
 # Signals that end the daemon cleanly: SIGHUP is the terminal of a foreground `devsup run`
 # closing, which must stop the platform like SIGTERM does, never orphan it.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -37,4 +41,5 @@ class SignalInbox:
         """Hand each signal to `handler.handle_<signame>()`, in order, on the loop."""
         while True:
             sig = await self._queue.get()
+            log.info("daemon.signal", signal=sig.name)
             getattr(self._handler, f"handle_{sig.name.lower()}")()

@@ -114,6 +114,17 @@ class EngineConnection:
         # Problems are logged (once each) and retried by the tunnel; `status` shows what remains.
         await self.tunnel.set_forwards(wanted)
 
+    def reconfigured(self, new: EngineConfig | None) -> None:
+        """A live config edit: the engine is set up once, at start (the SDK clients and the
+        tunnel hold it), so a changed `engine` only says it needs a restart."""
+        if new != self.configured:
+            log.warning(
+                "config.engine_changed",
+                engine=new.host if new is not None else None,
+                running=self.address.host,
+                action="restart devsup to use it",
+            )
+
     def status(self, docker_available: bool) -> EngineStatus:
         """`{"host", "connected", "warnings"}`; a local engine is connected when it answers."""
         connected = self.tunnel.connected if self.tunnel is not None else docker_available

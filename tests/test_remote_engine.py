@@ -29,7 +29,8 @@ from devsupervisor.stack import compose_model, engine
 from devsupervisor.stack.compose import Compose, ComposeFiles
 from devsupervisor.stack.engine import EngineAddress, SshDestination
 from devsupervisor.stack.engine_connection import EngineConnection
-from devsupervisor.stack.ssh_tunnel import SshTunnel, engine_answers
+from devsupervisor.stack.local_checks import engine_answers
+from devsupervisor.stack.ssh_tunnel import SshTunnel
 from devsupervisor.status_types import EngineStatus
 from tests.docker_env import DEMO_STACK, STANDIN_IMAGE, demo_images, free_port
 from tests.harness import DaemonProcess, FakeProject, http_get, write_atomic

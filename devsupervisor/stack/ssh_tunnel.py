@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import socket
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +24,7 @@ from devsupervisor.backoff import BackoffPolicy, RestartBudget
 from devsupervisor.errors import DockerUnavailable
 from devsupervisor.logs.pipeline import get_logger
 from devsupervisor.stack.engine import SshDestination
+from devsupervisor.stack.local_checks import engine_answers, forward_spec, port_is_free
 
 log = get_logger()
 
@@ -313,7 +312,7 @@ class SshTunnel:
         before, known = set(self._forwarded), dict(self.problems)
         problems: dict[int, str] = {}
         for port in sorted(self._forwarded - set(self._wanted)):
-            code, out = await self._mux("cancel", "-L", _spec(port))
+            code, out = await self._mux("cancel", "-L", forward_spec(port))
             if code != 0:
                 log.warning("stack.forward_cancel_failed", port=port, output=out)
             self._forwarded.discard(port)
@@ -326,7 +325,7 @@ class SshTunnel:
                     f"machine, so it cannot be forwarded to the remote engine"
                 )
                 continue
-            code, out = await self._mux("forward", "-L", _spec(port))
+            code, out = await self._mux("forward", "-L", forward_spec(port))
             if code != 0:
                 problems[port] = f"service {service}: ssh could not forward port {port}: {out}"
                 continue
@@ -366,40 +365,3 @@ class SshTunnel:
             return -1, f"ssh -O {command} timed out after {MUX_TIMEOUT}s"
         code = proc.returncode if proc.returncode is not None else -1
         return code, out.decode(errors="replace").strip()
-
-
-def _spec(port: int) -> str:
-    return f"127.0.0.1:{port}:127.0.0.1:{port}"
-
-
-def port_is_free(port: int) -> bool:
-    """True when 127.0.0.1:port can be bound here right now (as ssh binds it)."""
-    with socket.socket() as sock:
-        # Like ssh: connections of a stopped listener lingering in TIME_WAIT do not count.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return False
-            raise
-    return True
-
-
-async def engine_answers(path: Path, timeout: float = 5.0) -> bool:
-    """True when a Docker API at the unix socket `path` answers `GET /_ping` with 200."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
-    except (OSError, TimeoutError):
-        return False
-    try:
-        writer.write(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-        await writer.drain()
-        status = await asyncio.wait_for(reader.readline(), timeout)
-    except (OSError, TimeoutError):
-        return False
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    return status.startswith(b"HTTP/1.") and b" 200 " in status

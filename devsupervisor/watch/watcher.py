@@ -1,28 +1,12 @@
 """Change detection: which watched source files really changed content.
 
 `SourceWatcher` keeps a content index of the watched files (see `ignore.PathFilter` for which
-files, `content_index` for the entries). The watchdog observer thread re-hashes the files an
-event names and reports only paths whose bytes differ from the index (appeared and disappeared
-files included), so a touch, a same-content rewrite or a checkout that restores the same bytes
-reports nothing.
-
-Start before indexing: `start()` returns at once; a thread puts the inotify watches in place and
-then builds the index, so the first build waits for neither. Nor does the index compete with that
-build for the CPU: it is built only once someone needs it (`fingerprint()`, which the orchestrator
-asks for once a build succeeded or to decide whether one is needed; `wait_indexed()`,
-`rescan()`, `index_now()`), or `index_delay` after the start at the latest. The index is
-persisted (`index_path`) and an entry whose stat signature is unchanged is reused without a
-read, so a restart hashes only what changed while the daemon was away. No change made from
-`start()` on is lost, however late the index comes: a change after the watches are in place has
-an event, and one for a file the indexer has not read yet counts as a change (its old content is
-unknown); a file the indexer finds changed after `start()` (before its watch existed, or with
-its event still in flight) is reported by the indexer itself.
-
-A file is hashed when it is complete: when its writer closes it, or when it is renamed into place
-(an atomic rename save reports the file once, with its final content). A file that is created,
-deleted or renamed away may be in the middle of a rewrite (git checkout unlinks and recreates,
-some editors rename the old copy away first), so it waits for its close event, or at most
-SETTLE_GRACE, before it is looked at.
+files, `content_index` for the entries) and reports to the event loop the paths whose bytes
+differ from it. Its parts live by thread: `events` (the observer thread: which events count,
+hashing a file once it is complete, the settle timer) and `indexer` (the indexer thread: the
+watches, then the first index, built late and from the persisted copy, without losing a change
+made from `start()` on); this module holds the state they share, the public API and the hand-off
+to the loop.
 
 Threads: the observer thread handles events; the indexer thread sets up the watches and builds
 the first index; a timer thread settles deferred paths; `rescan()` may run in any thread. One
@@ -43,92 +27,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from devsupervisor.logs.pipeline import get_logger
 from devsupervisor.watch import scan
 from devsupervisor.watch.content_hash import hash_file
-from devsupervisor.watch.content_index import ContentIndex, digest_of
-from devsupervisor.watch.ignore import GITIGNORE, PathFilter
-from devsupervisor.watch.inotify_observer import (
-    OverflowAwareObserver,
-    QueueOverflowEvent,
-    WatchLimitEvent,
-)
+from devsupervisor.watch.content_index import ContentIndex
+from devsupervisor.watch.events import WATCHED_EVENTS, DispatchHandler, EventHandling
+from devsupervisor.watch.ignore import PathFilter
+from devsupervisor.watch.indexer import INDEX_DELAY, INDEXER_THREAD, IndexBuilder, file_clock_ns
+from devsupervisor.watch.inotify_observer import OverflowAwareObserver
 from devsupervisor.watch.root_poller import RootPoller
+
+__all__ = [
+    "INDEXER_THREAD",
+    "INDEX_DELAY",
+    "ChangeCallback",
+    "OverflowAwareObserver",
+    "SourceWatcher",
+    "file_clock_ns",
+]
 
 log = get_logger()
 
 ChangeCallback = Callable[[frozenset[Path]], None]
 
-# Event kinds after which a file's bytes or existence may differ. A write is taken as finished
-# when the writer closes the file (closed = IN_CLOSE_WRITE): hashing on each IN_MODIFY would see
-# the truncated half of an in-place save and report a same-content rewrite as two changes.
-# Writes that never close (truncate(2) by path, mmap) are picked up by the next event or rescan.
-# Left out as well: opened/closed-no-write (our own hashing reads would feed the queue) and
-# attrib (a touch changes no content).
-WATCHED_EVENTS: list[type[FileSystemEvent]] = [
-    FileCreatedEvent,
-    FileClosedEvent,
-    FileMovedEvent,
-    FileDeletedEvent,
-    DirCreatedEvent,
-    DirMovedEvent,
-    DirDeletedEvent,
-]
 
-# How long a vanished or just-created file may take to settle before it is looked at again:
-# git checkout unlinks and recreates within microseconds, editors' rename dances within
-# milliseconds; only deletions and files that appear without a close wait this long.
-SETTLE_GRACE = 0.05
-# Linux's CLOCK_REALTIME_COARSE (not named in `time`): the clock file timestamps are taken from
-# (or a finer one, never earlier). A change made after a reading of it has a ctime >= that
-# reading; a change up to one tick (1-10 ms) before it may too, and counts as a change.
-CLOCK_REALTIME_COARSE = 5
-INDEXER_THREAD = "devsup-index"
-# How long the first index waits for someone to ask for it: a first build normally asks sooner
-# (its fingerprint is stored once it succeeds); one that fails or outlasts this shares the CPU
-# with the indexer from then on. Until then every event counts as a change, nothing is lost.
-INDEX_DELAY = 3.0
-# Stands for "content unknown" while the index is built: equal to no digest.
-UNKNOWN = b"?"
-
-
-def file_clock_ns() -> int:
-    """Now, on the clock file timestamps are taken from."""
-    try:
-        return time.clock_gettime_ns(CLOCK_REALTIME_COARSE)
-    except OSError:
-        return time.time_ns()
-
-
-class _Handler(FileSystemEventHandler):
-    def __init__(self, handle: Callable[[FileSystemEvent], None]) -> None:
-        self._handle = handle
-
-    def dispatch(self, event: FileSystemEvent) -> None:
-        self._handle(event)
-
-
-class SourceWatcher:
+class SourceWatcher(IndexBuilder, EventHandling):
     """Reports content changes of the watched files below `roots` to the event loop.
 
     Args:
@@ -176,7 +107,7 @@ class SourceWatcher:
         # Nested roots: the deepest root's filter has the last word on each file.
         self._nested = any(a != b and a.is_relative_to(b) for a in self._roots for b in self._roots)
         self._observer: BaseObserver | None = None
-        self._handler = _Handler(self._handle_event)
+        self._handler = DispatchHandler(self._handle_event)
         # Root -> its inotify watch. Its own lock: the observer's dispatch thread holds the
         # observer's lock while it calls us, and (un)scheduling takes that lock too.
         self._watch_lock = threading.Lock()
@@ -226,7 +157,7 @@ class SourceWatcher:
 
     def start(self) -> None:
         """Start watching; returns at once. A thread puts the watches in place, then builds the
-        index: neither delays the first build (see the module docstring for why nothing is lost).
+        index: neither delays the first build (see `indexer` for why nothing is lost).
         """
         # A build can only start after this returns: what changes from now on, it may not see.
         self._started_ns = file_clock_ns()
@@ -319,112 +250,6 @@ class SourceWatcher:
         with self._lock:
             return self._index.fingerprint()
 
-    # Indexer thread.
-
-    def _watch_and_index(self) -> None:
-        started = time.monotonic()
-        observer = self._observer
-        try:
-            assert observer is not None
-            observer.start()
-        except Exception as exc:
-            # Without watches no change is seen; the index still serves fingerprint().
-            log.error("watch.failed", roots=[str(r) for r in self._roots], error=str(exc))
-        else:
-            # Root by root, once the observer runs: a root that cannot be watched (missing,
-            # watch limit) is polled by the RootPoller; the others are watched as usual.
-            for root in self._roots:
-                if (error := self._try_watch(root)) is not None:
-                    self._poller.add(root, error)
-            log.info(
-                "watch.started",
-                roots=[str(r) for r in self._roots],
-                duration=round(time.monotonic() - started, 3),
-            )
-        # Not while the first build runs, unless that build's decision waits for the index.
-        if not self._index_wanted.wait(self._index_delay) and self._index_delay > 0:
-            log.info("watch.index_due", delay=self._index_delay)
-        # Not niced: a fingerprint (a restart deciding whether to build) waits for this, and
-        # an unprivileged process cannot raise the priority back once it has lowered it.
-        self._build_index()
-
-    def _build_index(self) -> None:
-        if self._stopping.is_set():
-            self._indexed.set()  # stopped before its turn: nobody may wait for it
-            return
-        started = time.monotonic()
-        saved = ContentIndex.load(self._index_path) if self._index_path else ContentIndex()
-        known = saved.listings if saved.rules == self._rules else {}
-        since = self._started_ns
-        hashed = 0
-        try:
-            for root_filter in self._filters:
-                walk = root_filter.walk_listed(known, self._index.listings)
-                while not self._stopping.is_set():
-                    with self._lock:  # the filter's caches are shared with the observer
-                        step = next(walk, None)
-                    if step is None:
-                        break
-                    hashed += self._index_directory(*step, saved, since)
-        except Exception:
-            log.exception("watch.index_failed")
-        with self._lock:
-            stopped = self._stopping.is_set()
-            self._indexing = stopped  # a half-built index stays "being built"
-            self._touched.clear()
-            count = len(self._index)
-        self._indexed.set()
-        if stopped:
-            return
-        listed = sum(known.get(d) != listing for d, listing in self._index.listings.items())
-        log.info(
-            "watch.indexed",
-            files=count,
-            hashed=hashed,
-            reused=count - hashed,
-            dirs=len(self._index.listings),
-            listed=listed,
-            duration=round(time.monotonic() - started, 3),
-        )
-        self._save_index()
-
-    def _index_directory(
-        self, directory: str, names: list[str], saved: ContentIndex, since: int
-    ) -> int:
-        """Index the watched files of one directory; returns how many were read."""
-        known = saved.take(directory)
-        fresh: dict[str, bytes] = {}
-        late: list[str] = []
-        hashed = 0
-        for name in names:
-            path = f"{directory}{os.sep}{name}"
-            entry, changed_ns = scan.entry_for(path, known.get(name), hasher=self._hasher)
-            if entry is None:
-                continue
-            hashed += entry is not known.get(name)
-            fresh[name] = entry
-            if changed_ns >= since:
-                late.append(path)
-        with self._lock:
-            for name in list(fresh):
-                path = f"{directory}{os.sep}{name}"
-                if path in self._touched or (self._nested and not self._is_watched(path)):
-                    del fresh[name]
-            self._index.put_names(directory, fresh)
-            late = [p for p in late if p not in self._touched]
-        self._report(late)
-        return hashed
-
-    def _save_index(self) -> None:
-        if self._index_path is None:
-            return
-        try:
-            with self._lock:
-                self._index.save(self._index_path)
-        except OSError as exc:
-            # A cache: without it the next start hashes everything, nothing worse.
-            log.warning("watch.index_unsaved", path=str(self._index_path), error=str(exc))
-
     def _try_watch(self, root: Path) -> BaseException | None:
         """Watch `root` with inotify, replacing a watch that ended; the error, or None."""
         observer = self._observer
@@ -445,138 +270,6 @@ class SourceWatcher:
 
     def _poll_rescan(self) -> None:
         self._report(self.rescan())
-
-    # Observer thread.
-
-    def _handle_event(self, event: FileSystemEvent) -> None:
-        # An exception here would end the observer thread and silently stop all watching.
-        try:
-            if isinstance(event, QueueOverflowEvent):
-                log.warning("watch.overflow", root=os.fsdecode(event.src_path))
-                self._report(self.rescan())
-                return
-            if isinstance(event, WatchLimitEvent):
-                root = Path(os.fsdecode(event.src_path))
-                self._poller.add(root, OSError(errno.ENOSPC, "inotify watch limit reached"))
-                self._report(self.rescan())
-                return
-            if isinstance(event, DirDeletedEvent) and Path(os.fsdecode(event.src_path)) in (
-                self._roots
-            ):
-                # Its inotify watch ended with it: wait for it to come back.
-                self._poller.add(Path(os.fsdecode(event.src_path)), "the directory was deleted")
-            self._report(self._rehash_for(event))
-        except Exception:
-            log.exception("watch.error", fs_event=repr(event))
-            try:
-                self._report(self.rescan())
-            except Exception:
-                log.exception("watch.rescan_failed")
-
-    def _rehash_for(self, event: FileSystemEvent) -> set[str]:
-        paths = [os.fsdecode(p) for p in (event.src_path, event.dest_path) if p]
-        src, dest = paths[0], (paths[1] if len(paths) > 1 else None)
-        if not event.is_directory and any(os.path.basename(p) == GITIGNORE for p in paths):
-            # New rules change what is watched: rescan, but only with the file complete.
-            complete = dest or (src if isinstance(event, FileClosedEvent) else None)
-            if complete is not None and os.path.basename(complete) == GITIGNORE:
-                log.info("watch.gitignore_changed", path=complete)
-                return {str(p) for p in self.rescan()}
-            with self._lock:
-                self._defer({p for p in paths if os.path.basename(p) == GITIGNORE})
-            return set()
-        with self._lock:
-            # Hash now only what is complete now: a file just closed after writing, or renamed
-            # into place. What was created, deleted or renamed away may be mid-rewrite (git
-            # checkout unlinks and recreates; some editors rename the old file away first), so
-            # it waits for its close event or for the settle timer.
-            arrived: set[str] = set()
-            unsettled: set[str] = set()
-            gone: set[str] = set()
-            if isinstance(event, DirCreatedEvent):
-                unsettled.update(self._walk_below(src))
-            elif event.is_directory:  # deleted or moved: what we knew below it, where it went
-                unsettled.update(self._index.below(src))
-                if self._indexing and self._filter_for(src) is not None:
-                    gone.add(src)  # files below it the indexer had not reached yet
-                if dest is not None:
-                    arrived.update(self._walk_below(dest))
-            elif isinstance(event, FileCreatedEvent | FileDeletedEvent):
-                unsettled.add(src)
-            elif dest is not None:  # moved
-                unsettled.add(src)
-                arrived.add(dest)
-            else:  # closed after writing
-                arrived.add(src)
-            arrived = {p for p in arrived if self._is_watched(p)}
-            self._defer({p for p in unsettled - arrived if self._is_watched(p)})
-            return self._update(arrived) | gone
-
-    def _update(self, candidates: Iterable[str], *, final: bool = False) -> set[str]:
-        """Rehash `candidates` (lock held) and return those whose content changed.
-
-        A file found missing is not reported yet (unless `final`): git checkout and some
-        editors unlink or rename a file away and write it anew a moment later, and the same
-        bytes coming back is no change. The settle timer reports it if it stays away.
-        """
-        changed: set[str] = set()
-        missing: set[str] = set()
-        for path in candidates:
-            self._unsettled.pop(path, None)
-            known = self._index.get(path)
-            before = digest_of(known) if known is not None else None
-            if before is None and self._indexing and path not in self._touched:
-                before = UNKNOWN  # the indexer has not read it yet: any state is news
-            entry, _ = scan.entry_for(path, known, trust=False, hasher=self._hasher)
-            after = digest_of(entry) if entry is not None else None
-            if after is None and before is not None and not final:
-                missing.add(path)
-                continue
-            if self._indexing:
-                self._touched.add(path)
-            if entry is None:
-                self._index.discard(path)
-            else:
-                self._index.put(path, entry)  # a touch: same digest, new signature
-            if after != before:
-                changed.add(path)
-        self._defer(missing)
-        return changed
-
-    def _defer(self, paths: set[str]) -> None:
-        """Look at `paths` again after SETTLE_GRACE (lock held)."""
-        if not paths:
-            return
-        due = time.monotonic() + SETTLE_GRACE
-        for path in paths:
-            self._unsettled.setdefault(path, due)
-        self._arm_settle_timer()
-
-    def _arm_settle_timer(self) -> None:
-        if self._settle_timer is not None or not self._unsettled or self._observer is None:
-            return
-        delay = max(0.0, min(self._unsettled.values()) - time.monotonic())
-        self._settle_timer = threading.Timer(delay, self._settle)
-        self._settle_timer.daemon = True
-        self._settle_timer.start()
-
-    def _settle(self) -> None:
-        """Timer thread: report the deferred paths whose grace has run out."""
-        try:
-            with self._lock:
-                self._settle_timer = None
-                now = time.monotonic()
-                due = {p for p, deadline in self._unsettled.items() if deadline <= now}
-                rules_changed = any(os.path.basename(p) == GITIGNORE for p in due)
-                if not rules_changed:
-                    changed: Iterable[str] = self._update(due, final=True)
-                    self._arm_settle_timer()
-            if rules_changed:
-                log.info("watch.gitignore_changed", paths=sorted(due))
-                changed = {str(p) for p in self.rescan()}
-            self._report(changed)
-        except Exception:
-            log.exception("watch.error", stage="settle")
 
     def _report(self, changed: Iterable[str | Path]) -> None:
         batch = {str(p) for p in changed}

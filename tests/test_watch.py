@@ -710,6 +710,12 @@ def test_the_first_index_waits_until_asked_and_no_change_is_lost_meanwhile(h: Ha
     deleted = write(h.root / "b" / "deleted.go", "package b")
     hasher = ThreadRecordingHasher()
     watcher = h.watch(hasher=hasher, wait_indexed=False, index_delay=DEADLINE * 10)
+    # start() returns before the watches exist; until they do, a change has no event (it would
+    # wait for the deferred index, which is the point of the test to hold back).
+    deadline = time.monotonic() + DEADLINE
+    while not (watcher.observer is not None and watcher.observer.emitters):
+        assert time.monotonic() < deadline, "watches never set up"
+        time.sleep(0.01)
     h.settle()  # the watches are in place
     edited.write_text("package a // v2")
     deleted.unlink()

@@ -21,17 +21,31 @@ from devsupervisor.logs.pipeline import utc_iso
 
 
 class History:
-    """An events stream that starts with recent history, like the daemon's `events -f`."""
+    """The daemon's `events`: recent history, then (with `follow`) what comes next.
+
+    `lagging` makes the follow stream withhold the last event, as a stream the request's
+    reply overtook would."""
 
     def __init__(self) -> None:
         self.now = time.time()
+        self.lagging = False
 
-    async def __call__(self, req: Request) -> AsyncIterator[dict[str, Any]]:
+    def recent(self) -> list[dict[str, Any]]:
+        return [
+            {"ts": utc_iso(self.now - 60), "event": "build.started", "trigger": ["old"]},
+            {"ts": utc_iso(self.now + 600), "event": "build.started", "trigger": ["new"]},
+            {"ts": utc_iso(self.now + 600), "event": "change.detected"},  # not a progress line
+            {"event": "platform.ready", "pid": "\x1b[31m7"},  # no ts: shown, escaped
+        ]
+
+    async def __call__(self, req: Request) -> AsyncIterator[dict[str, Any]] | list[Any]:
+        if not req.args.get("follow"):
+            return self.recent()
+        delivered = self.recent()[:-1] if self.lagging else self.recent()
+
         async def events() -> AsyncIterator[dict[str, Any]]:
-            yield {"ts": utc_iso(self.now - 60), "event": "build.started", "trigger": ["old"]}
-            yield {"ts": utc_iso(self.now + 600), "event": "build.started", "trigger": ["new"]}
-            yield {"ts": utc_iso(self.now + 600), "event": "change.detected"}  # not a progress line
-            yield {"event": "platform.ready", "pid": "\x1b[31m7"}  # no ts: shown, escaped
+            for event in delivered:
+                yield event
             await asyncio.Event().wait()  # then nothing, until the client leaves
 
         return events()
@@ -65,6 +79,27 @@ def test_progress_skips_history_and_escapes(server: tuple[ControlServer, History
         while "platform.ready" not in out.getvalue():
             assert time.monotonic() < deadline, out.getvalue()
             time.sleep(0.01)
+    lines = out.getvalue().splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        "build.started trigger=new",
+        "platform.ready pid=\\x1b[31m7",
+    ]
+
+
+def test_progress_prints_the_events_the_stream_had_not_delivered(
+    server: tuple[ControlServer, History],
+) -> None:
+    """The request's reply can overtake its last events on the follow stream: they are read
+    once more at the end, and each event is printed once."""
+    control, history = server
+    history.lagging = True
+    out = io.StringIO()
+    with Progress(control.path, "rebuilding", out=out):
+        deadline = time.monotonic() + 10
+        while "build.started" not in out.getvalue():
+            assert time.monotonic() < deadline, out.getvalue()
+            time.sleep(0.01)
+        assert "platform.ready" not in out.getvalue()
     lines = out.getvalue().splitlines()
     assert [line.split("] ", 1)[1] for line in lines] == [
         "build.started trigger=new",

@@ -3,16 +3,20 @@
 While the request runs, a second connection follows the daemon's events and prints, escaped
 (`terminal`), the ones that tell progress (services starting, builds, the platform coming up)
 and happened since the request began: a follow stream starts with recent events, so those from
-before are skipped and those between the request and the subscription are kept. On a TTY a
-live status line shows the elapsed time; elsewhere (CI logs, pipes) only plain lines are printed.
+before are skipped and those between the request and the subscription are kept. The reply can
+overtake the last events on the follow stream, so at the end the recent events are read once
+more and the ones not printed yet are. On a TTY a live status line shows the elapsed time;
+elsewhere (CI logs, pipes) only plain lines are printed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +40,8 @@ SHOWN = (
 )
 # How often the TTY status line's clock ticks.
 TICK = 0.1
+# How long the final catch-up read of recent events may take.
+CATCH_UP_TIMEOUT = 2.0
 
 
 def happened_before(event: dict[str, Any], moment: float) -> bool:
@@ -73,6 +79,7 @@ class Progress:
         self._lock = threading.Lock()
         self._client: Client | None = None
         self._threads: list[threading.Thread] = []
+        self._printed: set[str] = set()
 
     def __enter__(self) -> Progress:
         self._since = time.time()  # the request is sent after this: earlier events are history
@@ -95,8 +102,20 @@ class Progress:
             self._client.close()  # unblocks the follower's read
         for thread in self._threads:
             thread.join(timeout=2)
+        if exc_type is None or issubclass(exc_type, DevsupError):  # not on Ctrl-C
+            self._catch_up()
         if self._tty:
             self._write("\r\x1b[K")
+
+    def _catch_up(self) -> None:
+        """Print the events of the request the follow stream had not delivered yet."""
+        with (
+            contextlib.suppress(DevsupError, OSError, ValueError),
+            Client(self._socket, timeout=CATCH_UP_TIMEOUT) as client,
+        ):
+            recent = client.call("events")
+            if isinstance(recent, list):
+                self._show(event for event in recent if isinstance(event, dict))
 
     def _elapsed(self) -> str:
         return f"{time.monotonic() - self._started:5.1f}s"
@@ -109,14 +128,23 @@ class Progress:
     def _follow(self) -> None:
         assert self._client is not None
         with contextlib.suppress(DevsupError, OSError, ValueError):
-            for event in self._client.stream("events", {"follow": True}):
-                if self._stop.is_set():
-                    return
-                if happened_before(event, self._since):
+            self._show(self._client.stream("events", {"follow": True}), self._stop)
+
+    def _show(self, events: Iterable[dict[str, Any]], stop: threading.Event | None = None) -> None:
+        for event in events:
+            if stop is not None and stop.is_set():
+                return
+            if happened_before(event, self._since):
+                continue
+            if not str(event.get("event", "")).startswith(SHOWN):
+                continue
+            key = json.dumps(event, sort_keys=True, default=str)
+            with self._lock:
+                if key in self._printed:
                     continue
-                if str(event.get("event", "")).startswith(SHOWN):
-                    prefix = "\r\x1b[K" if self._tty else ""
-                    self._write(f"{prefix}[{self._elapsed()}] {escape(describe(event))}\n")
+                self._printed.add(key)
+            prefix = "\r\x1b[K" if self._tty else ""
+            self._write(f"{prefix}[{self._elapsed()}] {escape(describe(event))}\n")
 
     def _tick(self) -> None:
         while not self._stop.wait(TICK):

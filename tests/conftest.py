@@ -34,6 +34,17 @@ def daemon(fake_project: FakeProject) -> Iterator[DaemonProcess]:
         d.stop()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that ran a daemon shows what the daemon logged: a flake seen once in a long
+    run can then be understood from its report alone."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    daemon = getattr(item, "funcargs", {}).get("daemon")
+    if report.failed and isinstance(daemon, DaemonProcess):
+        report.sections.append((f"devsup output ({report.when})", daemon.log_tail(20_000)))
+
+
 # --- the host as the suite found it (tests/host_guard.py) ---------------------------------------
 
 _HOST_BEFORE = pytest.StashKey[host_guard.Snapshot]()

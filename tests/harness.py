@@ -247,5 +247,5 @@ class DaemonProcess:
                 pass
         return code
 
-    def log_tail(self) -> str:
-        return self.output.read_text(errors="replace")[-4000:] if self.output.exists() else ""
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.output.read_text(errors="replace")[-chars:] if self.output.exists() else ""

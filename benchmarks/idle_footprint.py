@@ -47,7 +47,8 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.summary import add_row  # noqa: E402  (the repo root must be on sys.path first)
+from benchmarks.reload_latency import stop_group  # noqa: E402  (the repo root must be on sys.path first)
+from benchmarks.summary import add_row  # noqa: E402
 from tests.harness import free_port, private_env  # noqa: E402
 
 # Files per directory: 50,000 files -> 2,000 directories, as in the issue.
@@ -301,18 +302,6 @@ class Bench:
                 if os.getpgid(proc.pid) == pgid and name in (proc.info["cmdline"] or [])[:3]:
                     return proc.pid
         return pgid
-
-
-def stop_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    if proc.poll() is None:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=timeout)
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if proc.poll() is None:
-        proc.wait(timeout=timeout)
 
 
 # -- the reloaders ------------------------------------------------------------------------------

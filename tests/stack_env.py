@@ -71,13 +71,18 @@ class DemoStack:
         return http_get(f"{self.url('postgres')}/data/{key}")
 
     def edit_version(self, value: str) -> None:
-        main = self.sources / "cmd" / "main.go"
-        text = main.read_text()
-        start = text.index('const version = "') + len('const version = "')
-        end = text.index('"', start)
-        tmp = main.with_name(".main.go.swp")
-        tmp.write_text(text[:start] + value + text[end:])
-        tmp.replace(main)
+        set_version(self.sources, value)
+
+
+def set_version(sources: Path, value: str) -> None:
+    """Change the demo platform's `const version`, saved by rename as an editor does."""
+    main = sources / "cmd" / "main.go"
+    text = main.read_text()
+    start = text.index('const version = "') + len('const version = "')
+    end = text.index('"', start)
+    tmp = main.with_name(".main.go.swp")
+    tmp.write_text(text[:start] + value + text[end:])
+    tmp.replace(main)
 
 
 def write_config(path: Path, project: str, sources: Path, port: str, **extra: Any) -> None:

@@ -35,7 +35,7 @@ from tests.docker_env import (
 )
 from tests.harness import DaemonProcess, http_get, private_env, wait_until
 from tests.remote_host import RemoteHost, remote_host
-from tests.stack_env import write_config
+from tests.stack_env import set_version, write_config
 
 __all__ = ["demo_images"]  # fixture used by name
 
@@ -79,13 +79,7 @@ class RemoteDemo:
         return f"http://127.0.0.1:{self.ports[var]}"
 
     def edit_version(self, value: str) -> None:
-        main = self.sources / "cmd" / "main.go"
-        text = main.read_text()
-        start = text.index('const version = "') + len('const version = "')
-        end = text.index('"', start)
-        tmp = main.with_name(".main.go.swp")
-        tmp.write_text(text[:start] + value + text[end:])
-        tmp.replace(main)
+        set_version(self.sources, value)
 
 
 def _demo(tmp_path: Path, engine: dict[str, str] | None, env: dict[str, str]) -> RemoteDemo:

@@ -18,6 +18,7 @@ from devsupervisor.cli.progress import Progress
 from devsupervisor.control.protocol import Request
 from devsupervisor.control.server import ControlServer
 from devsupervisor.logs.pipeline import utc_iso
+from tests.harness import wait_until
 
 
 class History:
@@ -75,10 +76,7 @@ def test_progress_skips_history_and_escapes(server: tuple[ControlServer, History
     control, _ = server
     out = io.StringIO()
     with Progress(control.path, "rebuilding", out=out):
-        deadline = time.monotonic() + 10
-        while "platform.ready" not in out.getvalue():
-            assert time.monotonic() < deadline, out.getvalue()
-            time.sleep(0.01)
+        wait_until(lambda: "platform.ready" in out.getvalue(), 10, "platform.ready printed")
     lines = out.getvalue().splitlines()
     assert [line.split("] ", 1)[1] for line in lines] == [
         "build.started trigger=new",
@@ -95,10 +93,7 @@ def test_progress_prints_the_events_the_stream_had_not_delivered(
     history.lagging = True
     out = io.StringIO()
     with Progress(control.path, "rebuilding", out=out):
-        deadline = time.monotonic() + 10
-        while "build.started" not in out.getvalue():
-            assert time.monotonic() < deadline, out.getvalue()
-            time.sleep(0.01)
+        wait_until(lambda: "build.started" in out.getvalue(), 10, "build.started printed")
         assert "platform.ready" not in out.getvalue()
     lines = out.getvalue().splitlines()
     assert [line.split("] ", 1)[1] for line in lines] == [
